@@ -1,0 +1,34 @@
+# Thin wrapper over CMake. `make` builds every tool into build/bin/; `make test` runs
+# every test (CTest: doctest units, bats suites, crash and fuzz runs).
+BUILD    ?= build
+PREFIX   ?= /usr/local
+DESTDIR  ?=
+JOBS     ?= $(shell nproc)
+CMAKE_FLAGS ?=
+
+.PHONY: all deps configure test install bench fuzz clean lint
+
+all: configure
+	cmake --build $(BUILD) -j $(JOBS)
+
+deps:
+	@scripts/install-deps.sh
+
+configure: deps
+	@test -f $(BUILD)/CMakeCache.txt || cmake -S . -B $(BUILD) -DCMAKE_INSTALL_PREFIX=$(PREFIX) $(CMAKE_FLAGS)
+
+test: all
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+install: all
+	DESTDIR=$(DESTDIR) cmake --install $(BUILD) --prefix $(PREFIX)
+
+bench: all
+	bench/run.sh $(BUILD)
+
+lint:
+	mandoc -Tlint -Wwarning man/*.[157]
+	shellcheck scripts/*.sh bench/*.sh tests/cli/*.bash .ci/run
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,107 @@
+#include "flk/cli/cli.hpp"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include "flk/core/record.hpp"
+#include "flk/util/error.hpp"
+#include "flk/util/time.hpp"
+
+namespace flk::cli {
+
+Tool::Tool(std::string name, std::string description) : name_(std::move(name)), app_(std::move(description), name_) {
+  app_.set_version_flag("--version", fmt::format("{} (flk) {}", name_, FLK_VERSION));
+  app_.add_option("--config", config_path_, "configuration file (default: $FLK_CONFIG, /etc/flk/flk.yaml)")
+      ->type_name("FILE");
+  app_.add_flag("-v,--verbose", verbose_, "say more on stderr (repeatable)");
+  app_.add_flag("-q,--quiet", quiet_, "say only errors on stderr");
+  app_.fallthrough();
+  app_.get_formatter()->column_width(32);
+}
+
+const config::Config& Tool::config() {
+  if (!config_) config_ = config::load(config_path_);
+  return *config_;
+}
+
+void Tool::info(const std::string& message) const {
+  if (verbosity() >= 1) std::cerr << name_ << ": " << message << '\n';
+}
+
+void Tool::warn(const std::string& message) const {
+  if (verbosity() >= 0) std::cerr << name_ << ": " << message << '\n';
+}
+
+int Tool::run(int argc, char** argv, const std::function<int()>& body) {
+  try {
+    try {
+      app_.parse(argc, argv);
+    } catch (const CLI::CallForHelp&) {
+      std::cout << app_.help();
+      return 0;
+    } catch (const CLI::CallForAllHelp&) {
+      std::cout << app_.help("", CLI::AppFormatMode::All);
+      return 0;
+    } catch (const CLI::CallForVersion&) {
+      std::cout << app_.version() << '\n';
+      return 0;
+    } catch (const CLI::ParseError& e) {
+      std::string msg = e.what();
+      // CLI11 messages start with a capital and sometimes end with a full stop.
+      if (!msg.empty()) msg[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(msg[0])));
+      while (!msg.empty() && (msg.back() == '.' || msg.back() == '\n')) msg.pop_back();
+      std::cerr << name_ << ": error: " << msg << "\n" << "Try '" << name_ << " --help' for more information.\n";
+      return static_cast<int>(Code::usage);
+    }
+    return body();
+  } catch (const Error& e) {
+    std::cout.flush();
+    std::cerr << name_ << ": error: " << e.what() << '\n';
+    return e.exit_status();
+  } catch (const std::bad_alloc&) {
+    std::cerr << name_ << ": error: out of memory\n";
+    return static_cast<int>(Code::internal);
+  } catch (const std::exception& e) {
+    std::cerr << name_ << ": error: internal error: " << e.what() << '\n';
+    return static_cast<int>(Code::internal);
+  }
+}
+
+CLI::Validator duration_validator() {
+  return CLI::Validator(
+      [](std::string& s) -> std::string {
+        try {
+          if (timeutil::parse_duration(s) <= 0) return "must be positive";
+        } catch (const Error& e) {
+          return e.what();
+        }
+        return {};
+      },
+      "DURATION");
+}
+
+CLI::Validator size_validator() {
+  return CLI::Validator(
+      [](std::string& s) -> std::string {
+        try {
+          timeutil::parse_size(s);
+        } catch (const Error& e) {
+          return e.what();
+        }
+        return {};
+      },
+      "SIZE");
+}
+
+CLI::Validator region_validator() {
+  return CLI::Validator(
+      [](std::string& s) -> std::string {
+        if (!valid_region(s)) return fmt::format("invalid region name '{}': must match [a-z0-9][a-z0-9-]{{0,62}}", s);
+        return {};
+      },
+      "REGION");
+}
+
+}  // namespace flk::cli

@@ -1,0 +1,261 @@
+#include "flk/core/record.hpp"
+
+#include <bit>
+#include <cstring>
+#include <tuple>
+
+#include <nlohmann/json.hpp>
+
+#include "flk/util/error.hpp"
+#include "flk/util/json.hpp"
+#include "flk/util/time.hpp"
+
+namespace flk {
+
+std::string_view outcome_name(Outcome o) {
+  switch (o) {
+    case Outcome::accepted: return "accepted";
+    case Outcome::escalated: return "escalated";
+    case Outcome::rejected: return "rejected";
+  }
+  return "invalid";
+}
+
+std::optional<Outcome> parse_outcome(std::string_view s) {
+  if (s == "accepted") return Outcome::accepted;
+  if (s == "escalated") return Outcome::escalated;
+  if (s == "rejected") return Outcome::rejected;
+  return std::nullopt;
+}
+
+bool valid_region(std::string_view r) {
+  if (r.empty() || r.size() > kMaxRegionBytes) return false;
+  for (size_t i = 0; i < r.size(); ++i) {
+    char c = r[i];
+    bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (c == '-' && i > 0);
+    if (!ok) return false;
+  }
+  return true;
+}
+
+void check_region(std::string_view r, std::string_view what) {
+  if (!valid_region(r))
+    fail(Code::usage, "invalid {} '{}': must match [a-z0-9][a-z0-9-]{{0,62}}", what, r);
+}
+
+namespace {
+
+// Validation shared by JSON input and binary decoding. Returns an empty string when
+// valid, else "field '…': why".
+std::string validate(const Record& r) {
+  auto bad = [](std::string_view f, std::string why) { return fmt::format("field '{}': {}", f, why); };
+  if (r.pcs_id.empty() || r.pcs_id.size() > kMaxIdBytes) return bad("pcs_id", "must be 1–255 bytes");
+  for (char c : r.pcs_id)
+    if (c < 0x20 || c > 0x7e) return bad("pcs_id", "must be printable ASCII");
+  if (r.tenant_id.empty() || r.tenant_id.size() > kMaxIdBytes) return bad("tenant_id", "must be 1–255 bytes");
+  for (char c : r.tenant_id)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) return bad("tenant_id", "must not contain control characters");
+  if (!valid_region(r.region)) return bad("region", fmt::format("invalid region name '{}'", r.region));
+  if (r.payload && r.payload->size() > kMaxPayloadBytes) return bad("payload", "larger than 1 MiB encoded");
+  return {};
+}
+
+const std::string& get_string(const nlohmann::json& j, const char* field) {
+  if (!j.is_string()) fail(Code::data, "field '{}': must be a string, not {}", field, j.type_name());
+  return j.get_ref<const std::string&>();
+}
+
+}  // namespace
+
+Record record_from_json(std::string_view line, const RecordDefaults& defaults) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(line);
+  } catch (const nlohmann::json::parse_error& e) {
+    // e.what() is "[json.exception.parse_error.101] parse error at line 1, column 5: …"
+    std::string msg = e.what();
+    auto p = msg.find("] ");
+    fail(Code::data, "malformed JSON: {}", p == std::string::npos ? msg : msg.substr(p + 2));
+  }
+  return record_from_json(j, defaults);
+}
+
+Record record_from_json(const nlohmann::json& j, const RecordDefaults& defaults) {
+  if (!j.is_object()) fail(Code::data, "a record must be a JSON object, not {}", j.type_name());
+  Record r;
+  bool have_pcs = false, have_tenant = false, have_outcome = false, have_ts = false;
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& k = it.key();
+    const nlohmann::json& v = it.value();
+    if (k == "pcs_id") {
+      r.pcs_id = get_string(v, "pcs_id");
+      have_pcs = true;
+    } else if (k == "tenant_id") {
+      r.tenant_id = get_string(v, "tenant_id");
+      have_tenant = true;
+    } else if (k == "outcome") {
+      const std::string& s = get_string(v, "outcome");
+      auto o = parse_outcome(s);
+      if (!o) fail(Code::data, "field 'outcome': unknown outcome '{}' (accepted, escalated, rejected)", s);
+      r.outcome = *o;
+      have_outcome = true;
+    } else if (k == "ts") {
+      const std::string& s = get_string(v, "ts");
+      try {
+        r.ts = timeutil::parse_rfc3339(s);
+      } catch (const Error& e) {
+        fail(Code::data, "field 'ts': {}", e.what());
+      }
+      have_ts = true;
+    } else if (k == "region") {
+      r.region = get_string(v, "region");
+    } else if (k == "params") {
+      if (!v.is_null()) r.params = get_string(v, "params");
+    } else if (k == "payload") {
+      if (!v.is_null()) r.payload = v.dump();
+    } else {
+      fail(Code::data, "field '{}': unknown field (pcs_id, tenant_id, outcome, ts, region, params, payload)", k);
+    }
+  }
+  if (!have_pcs) fail(Code::data, "field 'pcs_id': missing");
+  if (!have_tenant) fail(Code::data, "field 'tenant_id': missing");
+  if (!have_outcome) fail(Code::data, "field 'outcome': missing");
+  if (!have_ts) r.ts = defaults.now;
+  if (r.region.empty()) {
+    if (defaults.region.empty()) fail(Code::data, "field 'region': missing");
+    r.region = defaults.region;
+  } else if (!defaults.region.empty() && r.region != defaults.region) {
+    fail(Code::data, "field 'region': '{}' is not this WAL's region '{}'", r.region, defaults.region);
+  }
+  if (std::string why = validate(r); !why.empty()) throw Error(Code::data, why);
+  return r;
+}
+
+void append_record_json(std::string& out, const Record& r) {
+  json::Object o(out);
+  o.str("pcs_id", r.pcs_id)
+      .str("tenant_id", r.tenant_id)
+      .str("outcome", outcome_name(r.outcome))
+      .str("ts", timeutil::format_rfc3339(r.ts))
+      .str("region", r.region);
+  if (r.params) o.str("params", *r.params);
+  if (r.payload) o.raw("payload", *r.payload);
+  o.close();
+}
+
+namespace {
+
+template <typename T>
+void put(std::string& out, T v) {
+  char b[sizeof(T)];
+  std::memcpy(b, &v, sizeof(T));  // little-endian hosts only (static_assert below)
+  out.append(b, sizeof(T));
+}
+static_assert(std::endian::native == std::endian::little, "flk's on-disk formats assume a little-endian host");
+
+void put_short(std::string& out, std::string_view s) {
+  out += static_cast<char>(s.size());
+  out += s;
+}
+
+void put_long(std::string& out, std::string_view s) {
+  put<uint32_t>(out, static_cast<uint32_t>(s.size()));
+  out += s;
+}
+
+struct Cursor {
+  std::string_view b;
+  size_t pos = 0;
+  template <typename T>
+  bool get(T& v) {
+    if (b.size() - pos < sizeof(T)) return false;
+    std::memcpy(&v, b.data() + pos, sizeof(T));
+    pos += sizeof(T);
+    return true;
+  }
+  bool bytes(size_t n, std::string& out) {
+    if (b.size() - pos < n) return false;
+    out.assign(b.data() + pos, n);
+    pos += n;
+    return true;
+  }
+  bool short_str(std::string& out) {
+    uint8_t n;
+    return get(n) && bytes(n, out);
+  }
+  bool long_str(std::string& out) {
+    uint32_t n;
+    return get(n) && bytes(n, out);
+  }
+};
+
+constexpr uint8_t kRecordVersion = 1;
+
+}  // namespace
+
+size_t encoded_size(const Record& r) {
+  size_t n = 3 + 8 + 3 + r.region.size() + r.pcs_id.size() + r.tenant_id.size();
+  if (r.params) n += 4 + r.params->size();
+  if (r.payload) n += 4 + r.payload->size();
+  return n;
+}
+
+void encode_record(std::string& out, const Record& r) {
+  uint8_t flags = (r.params ? 1 : 0) | (r.payload ? 2 : 0);
+  out += static_cast<char>(kRecordVersion);
+  out += static_cast<char>(flags);
+  out += static_cast<char>(r.outcome);
+  put<int64_t>(out, r.ts);
+  put_short(out, r.region);
+  put_short(out, r.pcs_id);
+  put_short(out, r.tenant_id);
+  if (r.params) put_long(out, *r.params);
+  if (r.payload) put_long(out, *r.payload);
+}
+
+bool decode_record(std::string_view bytes, Record& out, std::string* why) {
+  auto bad = [&](const char* w) {
+    if (why) *why = w;
+    return false;
+  };
+  Cursor c{bytes};
+  uint8_t version, flags, outcome;
+  if (!c.get(version) || !c.get(flags) || !c.get(outcome)) return bad("record truncated");
+  if (version != kRecordVersion) return bad("unknown record version");
+  if (flags & ~3u) return bad("unknown record flags");
+  if (outcome < 1 || outcome > 3) return bad("invalid outcome");
+  out.outcome = static_cast<Outcome>(outcome);
+  if (!c.get(out.ts) || !c.short_str(out.region) || !c.short_str(out.pcs_id) || !c.short_str(out.tenant_id))
+    return bad("record truncated");
+  out.params.reset();
+  out.payload.reset();
+  if (flags & 1) {
+    out.params.emplace();
+    if (!c.long_str(*out.params)) return bad("record truncated");
+  }
+  if (flags & 2) {
+    out.payload.emplace();
+    if (!c.long_str(*out.payload)) return bad("record truncated");
+    if (!nlohmann::json::accept(*out.payload)) return bad("payload is not valid JSON");
+  }
+  if (c.pos != bytes.size()) return bad("trailing bytes after record");
+  std::string v = validate(out);
+  if (!v.empty()) {
+    if (why) *why = v;
+    return false;
+  }
+  return true;
+}
+
+hash::Digest record_digest(const Record& r) {
+  std::string buf;
+  buf.reserve(encoded_size(r));
+  encode_record(buf, r);
+  return hash::sha256(buf);
+}
+
+bool first_write_before(const Record& a, const hash::Digest& da, const Record& b, const hash::Digest& db) {
+  return std::tie(a.ts, a.region, da) < std::tie(b.ts, b.region, db);
+}
+
+}  // namespace flk

@@ -1,0 +1,154 @@
+#include "flk/util/json.hpp"
+
+#include <poll.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "flk/util/error.hpp"
+
+namespace flk::json {
+
+void append_string(std::string& out, std::string_view s) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  out += '"';
+  size_t run = 0;  // start of the current run of bytes that need no escaping
+  for (size_t i = 0; i < s.size(); ++i) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c != '"' && c != '\\') continue;
+    out.append(s.data() + run, i - run);
+    run = i + 1;
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      default:
+        out += "\\u00";
+        out += kHex[c >> 4];
+        out += kHex[c & 15];
+    }
+  }
+  out.append(s.data() + run, s.size() - run);
+  out += '"';
+}
+
+void Object::key(std::string_view k) {
+  if (!first_) out_ += ',';
+  first_ = false;
+  append_string(out_, k);
+  out_ += ':';
+}
+
+Object& Object::str(std::string_view k, std::string_view value) {
+  key(k);
+  append_string(out_, value);
+  return *this;
+}
+
+Object& Object::num(std::string_view k, int64_t value) {
+  key(k);
+  fmt::format_to(std::back_inserter(out_), "{}", value);
+  return *this;
+}
+
+Object& Object::unum(std::string_view k, uint64_t value) {
+  key(k);
+  fmt::format_to(std::back_inserter(out_), "{}", value);
+  return *this;
+}
+
+Object& Object::real(std::string_view k, double value) {
+  key(k);
+  fmt::format_to(std::back_inserter(out_), "{}", value);
+  return *this;
+}
+
+Object& Object::boolean(std::string_view k, bool value) {
+  key(k);
+  out_ += value ? "true" : "false";
+  return *this;
+}
+
+Object& Object::null(std::string_view k) {
+  key(k);
+  out_ += "null";
+  return *this;
+}
+
+Object& Object::raw(std::string_view k, std::string_view json_text) {
+  key(k);
+  out_ += json_text;
+  return *this;
+}
+
+LineReader::LineReader(int fd, std::string name, size_t max_line)
+    : fd_(fd), name_(std::move(name)), max_line_(max_line) {}
+
+LineReader::Fill LineReader::fill(int timeout_ms) {
+  if (eof_) return Fill::eof;
+  if (pos_ > 0) {  // drop consumed bytes
+    buf_.erase(0, pos_);
+    pos_ = 0;
+  }
+  if (timeout_ms >= 0) {
+    struct pollfd p = {fd_, POLLIN, 0};
+    int r;
+    do {
+      r = ::poll(&p, 1, timeout_ms);
+    } while (r < 0 && errno == EINTR);
+    if (r < 0) throw sys_error("cannot poll", name_, errno);
+    if (r == 0) return Fill::timeout;
+  }
+  constexpr size_t kChunk = 1 << 20;
+  size_t old = buf_.size();
+  buf_.resize(old + kChunk);
+  ssize_t n;
+  do {
+    n = ::read(fd_, buf_.data() + old, kChunk);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    int err = errno;
+    buf_.resize(old);
+    throw sys_error("cannot read", name_, err);
+  }
+  buf_.resize(old + static_cast<size_t>(n));
+  if (n == 0) {
+    eof_ = true;
+    return Fill::eof;
+  }
+  return Fill::data;
+}
+
+std::optional<std::string_view> LineReader::next() {
+  if (pos_ >= buf_.size()) return std::nullopt;
+  const char* start = buf_.data() + pos_;
+  const void* nl = std::memchr(start, '\n', buf_.size() - pos_);
+  size_t len;
+  size_t advance;
+  if (nl) {
+    len = static_cast<size_t>(static_cast<const char*>(nl) - start);
+    advance = len + 1;
+  } else if (eof_) {
+    len = buf_.size() - pos_;
+    advance = len;
+  } else {
+    if (buf_.size() - pos_ > max_line_)
+      fail(Code::data, "reading '{}': line {} is longer than {} bytes", name_, line_no_ + 1, max_line_);
+    return std::nullopt;
+  }
+  if (len > max_line_) fail(Code::data, "reading '{}': line {} is longer than {} bytes", name_, line_no_ + 1, max_line_);
+  pos_ += advance;
+  ++line_no_;
+  std::string_view line(start, len);
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  return line;
+}
+
+}  // namespace flk::json

@@ -1,0 +1,198 @@
+#include "flk/wal/dir.hpp"
+
+#include <fcntl.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <system_error>
+
+#include <fmt/format.h>
+
+#include "flk/util/error.hpp"
+#include "flk/util/fs.hpp"
+
+namespace flk::wal {
+
+namespace stdfs = std::filesystem;
+
+std::vector<SegmentFile> list_segments(const stdfs::path& dir) {
+  std::vector<SegmentFile> out;
+  std::error_code ec;
+  stdfs::directory_iterator it(dir, ec);
+  if (ec) throw sys_error("cannot read WAL directory", dir.string(), ec.value());
+  for (const auto& e : it) {
+    bool sealed = false;
+    std::string name = e.path().filename().string();
+    if (auto seq = parse_segment_file_name(name, &sealed)) out.push_back({*seq, sealed, e.path()});
+  }
+  std::sort(out.begin(), out.end(), [](const SegmentFile& a, const SegmentFile& b) {
+    return a.sequence != b.sequence ? a.sequence < b.sequence : a.sealed > b.sealed;
+  });
+  return out;
+}
+
+static std::string sidecar_path(const stdfs::path& segment) { return segment.string() + ".sha256"; }
+
+hash::Digest file_digest(const stdfs::path& path) {
+  fs::Fd fd = fs::Fd::open(path.string(), O_RDONLY);
+  hash::Sha256 h;
+  std::string buf(1u << 20, '\0');
+  for (;;) {
+    size_t n = fd.read_some(buf.data(), buf.size());
+    if (n == 0) break;
+    h.update(buf.data(), n);
+  }
+  return h.finish();
+}
+
+static std::optional<hash::Digest> read_sidecar(const stdfs::path& segment) {
+  try {
+    hash::Digest d;
+    if (parse_digest_sidecar(fs::read_file(sidecar_path(segment)), d)) return d;
+  } catch (const Error& e) {
+    if (e.code() != Code::no_input) throw;
+  }
+  return std::nullopt;
+}
+
+[[noreturn]] static void damaged(const stdfs::path& p, uint64_t offset, std::string_view why) {
+  fail(Code::data, "segment '{}': offset {}: {}", p.string(), offset, why);
+}
+
+SegmentStat stat_segment(const SegmentFile& f) {
+  SegmentStat st;
+  st.file = f;
+  fs::Fd fd = fs::Fd::open(f.path.string(), O_RDONLY);
+  st.bytes = fd.size();
+  if (f.sealed) {
+    std::string hb(kHeaderSize, '\0');
+    hb.resize(fd.pread_some(hb.data(), kHeaderSize, 0));
+    std::string why;
+    if (!decode_header(hb, st.header, &why)) damaged(f.path, 0, why);
+    if (st.bytes < kHeaderSize + kSealFrameSize) damaged(f.path, kHeaderSize, "sealed segment without a seal frame");
+    std::string sb(kSealFrameSize, '\0');
+    uint64_t at = st.bytes - kSealFrameSize;
+    fd.pread_some(sb.data(), kSealFrameSize, at);
+    if (!decode_seal_frame(sb, st.counts, &why)) damaged(f.path, at, why);
+    st.sha256 = read_sidecar(f.path);
+    if (!st.sha256) st.sha256 = file_digest(f.path);
+    return st;
+  }
+  FileSource src(std::move(fd));
+  hash::Sha256 h;
+  SegmentReader r(src, f.path.string(), &h);
+  for (;;) {
+    auto s = r.next();
+    if (s == SegmentReader::Status::record) continue;
+    if (s == SegmentReader::Status::damage && !r.damage().tail) damaged(f.path, r.damage().offset, r.damage().why);
+    if (s == SegmentReader::Status::seal) damaged(f.path, r.frame_offset(), "open segment is already sealed");
+    break;
+  }
+  if (!r.header_ok()) damaged(f.path, 0, r.damage().why);
+  st.header = r.header();
+  st.counts = r.counted();
+  st.sha256 = h.finish();
+  return st;
+}
+
+uint64_t read_segment(const stdfs::path& path, bool tail_ok, const std::function<void(const Record&)>& fn) {
+  FileSource src(fs::Fd::open(path.string(), O_RDONLY));
+  SegmentReader r(src, path.string());
+  uint64_t n = 0;
+  for (;;) {
+    switch (r.next()) {
+      case SegmentReader::Status::record:
+        fn(r.record());
+        ++n;
+        continue;
+      case SegmentReader::Status::seal:
+        continue;
+      case SegmentReader::Status::end:
+        return n;
+      case SegmentReader::Status::damage:
+        if (tail_ok && r.damage().tail) return n;
+        damaged(path, r.damage().offset, r.damage().why);
+    }
+  }
+}
+
+bool verify_wal(const stdfs::path& dir, const std::function<void(const VerifyResult&)>& fn) {
+  auto files = list_segments(dir);
+  bool all_ok = true;
+  std::optional<hash::Digest> prev_digest;  // of the segment just before, when known
+  uint64_t prev_seq = 0;
+  std::string region;
+  for (size_t i = 0; i < files.size(); ++i) {
+    const SegmentFile& f = files[i];
+    VerifyResult v;
+    v.file = f;
+    auto problem = [&](std::string p) {
+      if (v.ok) v.problem = std::move(p);
+      else v.problem += "; " + p;
+      v.ok = false;
+    };
+    try {
+      fs::Fd fd = fs::Fd::open(f.path.string(), O_RDONLY);
+      v.bytes = fd.size();
+      FileSource src(std::move(fd));
+      hash::Sha256 h;
+      SegmentReader r(src, f.path.string(), &h);
+      bool sealed_seen = false;
+      for (;;) {
+        auto s = r.next();
+        if (s == SegmentReader::Status::record) continue;
+        if (s == SegmentReader::Status::seal) {
+          sealed_seen = true;
+          continue;
+        }
+        if (s == SegmentReader::Status::damage) {
+          if (!f.sealed && r.damage().tail && i + 1 == files.size())
+            v.note = fmt::format("torn tail at offset {} ({}): the writer cuts it when it next opens the WAL",
+                                 r.damage().offset, r.damage().why);
+          else
+            problem(fmt::format("offset {}: {}", r.damage().offset, r.damage().why));
+        }
+        break;
+      }
+      v.records = r.counted().records;
+      if (r.header_ok()) {
+        const Header& hd = r.header();
+        if (hd.sequence != f.sequence)
+          problem(fmt::format("offset 0: header says sequence {}, file name says {}", hd.sequence, f.sequence));
+        if (region.empty()) region = hd.region;
+        else if (hd.region != region)
+          problem(fmt::format("offset 0: region '{}' differs from the WAL's region '{}'", hd.region, region));
+        if (prev_seq != 0 && f.sequence != prev_seq + 1)
+          problem(fmt::format("sequence gap: segment {} follows {}", f.sequence, prev_seq));
+        else if (prev_seq != 0 && prev_digest && hd.prev != *prev_digest)
+          problem(fmt::format("offset 32: broken chain: previous-segment digest {} does not match segment {}'s {}",
+                              hash::to_hex(hd.prev), prev_seq, hash::to_hex(*prev_digest)));
+      }
+      if (f.sealed && v.ok && !sealed_seen) problem(fmt::format("offset {}: sealed segment has no seal frame", r.good_end()));
+      if (!f.sealed && sealed_seen) problem("open segment carries a seal frame");
+      if (!f.sealed && i + 1 != files.size()) problem("an open segment that is not the last");
+      if (i > 0 && files[i - 1].sequence == f.sequence) problem("both sealed and open files exist for this sequence");
+      v.sha256 = h.finish();
+      if (f.sealed) {
+        auto side = read_sidecar(f.path);
+        if (!side) {
+          if (v.note.empty()) v.note = "digest sidecar missing: the writer recreates it";
+        } else if (v.ok && *side != *v.sha256) {
+          problem(fmt::format("digest {} does not match sidecar '{}' ({})", hash::to_hex(*v.sha256),
+                              sidecar_path(f.path), hash::to_hex(*side)));
+        }
+      }
+    } catch (const Error& e) {
+      problem(e.what());
+    }
+    prev_digest = v.sha256;
+    if (!v.ok) prev_digest.reset();  // a damaged segment's digest proves nothing about the next link
+    prev_seq = f.sequence;
+    all_ok = all_ok && v.ok;
+    fn(v);
+  }
+  return all_ok;
+}
+
+}  // namespace flk::wal

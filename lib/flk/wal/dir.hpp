@@ -1,0 +1,68 @@
+// A WAL directory: listing its segments, describing them, reading and verifying them.
+// Reading needs no lock and is safe beside a running writer: an incomplete frame at the
+// end of the open segment is where the writer is, not damage.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "flk/core/record.hpp"
+#include "flk/util/hash.hpp"
+#include "flk/wal/segment.hpp"
+
+namespace flk::wal {
+
+struct SegmentFile {
+  uint64_t sequence = 0;
+  bool sealed = false;
+  std::filesystem::path path;
+};
+
+// Segments in sequence order. Other files are ignored. Throws no_input when the
+// directory does not exist.
+std::vector<SegmentFile> list_segments(const std::filesystem::path& dir);
+
+// What `flk-wal ls` shows of a segment.
+struct SegmentStat {
+  SegmentFile file;
+  Header header;
+  Seal counts;  // sealed: from the seal frame; open: counted by reading it
+  uint64_t bytes = 0;
+  std::optional<hash::Digest> sha256;  // sealed: from the sidecar, else computed
+};
+
+// Cheap for sealed segments (header, seal frame and sidecar only); reads open ones.
+// Throws Error(data) naming the segment and offset when it is damaged.
+SegmentStat stat_segment(const SegmentFile& f);
+
+// Calls fn for every record of a segment file, in order. A torn tail in an open
+// segment ends the read quietly (tail_ok); any other damage throws Error(data)
+// "segment '…': offset N: why" after the records before it were delivered.
+// Returns the number of records read.
+uint64_t read_segment(const std::filesystem::path& path, bool tail_ok, const std::function<void(const Record&)>& fn);
+
+// The SHA-256 of a whole file.
+hash::Digest file_digest(const std::filesystem::path& path);
+
+// Result of verifying one segment.
+struct VerifyResult {
+  SegmentFile file;
+  bool ok = true;
+  std::string problem;    // "offset 4242: frame checksum mismatch", "chain: …"; empty when ok
+  std::string note;       // not damage, but worth saying (a torn tail the writer will cut)
+  uint64_t records = 0;
+  uint64_t bytes = 0;
+  std::optional<hash::Digest> sha256;
+};
+
+// Verifies every segment of a WAL: headers, every frame checksum and record, seal
+// counts, digests against sidecars, sequence contiguity, one region, and the hash
+// chain (each header's prev = the digest of the segment before). fn is called once
+// per segment, in order. Returns true when everything is sound.
+bool verify_wal(const std::filesystem::path& dir, const std::function<void(const VerifyResult&)>& fn);
+
+}  // namespace flk::wal
