@@ -26,11 +26,17 @@
 //     184 8  u64 XXH3-64 of bytes 0–183
 //
 //   frame (16-byte head + payload)
-//     0   8  u64 XXH3-64 of bytes 8–15 of the head followed by the payload
-//     8   4  u32 payload length (≤ kMaxFramePayload)
-//     12  1  u8  type: 1 record, 2 seal
-//     13  3  reserved, zero
+//     0   4  u32 payload length (≤ kMaxFramePayload)
+//     4   1  u8  type: 1 record, 2 seal
+//     5   3  reserved, zero
+//     8   4  u32 head checksum: low 32 bits of XXH3-64 of bytes 0–7
+//     12  4  u32 payload checksum: low 32 bits of XXH3-64 of the payload
 //     16  n  payload: a record's canonical encoding (flk/core/record.hpp), or
+//
+//   The head has its own checksum so that a damaged length is told apart from a torn
+//   tail: a frame whose head is sound but whose payload runs past the end of the file
+//   was being written when the writer stopped; a head that fails its checksum is
+//   damage unless everything from it to the end of the file is zero.
 //
 //   seal payload (24 bytes): u64 record count, i64 first ts, i64 last ts
 //                            (ts are 0 when the segment holds no record)

@@ -71,14 +71,17 @@ bool decode_header(std::string_view b, Header& h, std::string* why) {
 
 namespace {
 
+uint32_t check32(const void* p, size_t n) { return static_cast<uint32_t>(hash::xxh3_64(p, n)); }
+
 // Fills the 16-byte head at out[at] for the payload that follows it in out.
 void finish_frame(std::string& out, size_t at, FrameType type) {
   uint32_t len = static_cast<uint32_t>(out.size() - at - kFrameHeadSize);
   char* h = out.data() + at;
-  store<uint32_t>(h + 8, len);
-  h[12] = static_cast<char>(type);
-  h[13] = h[14] = h[15] = 0;
-  store<uint64_t>(h, hash::xxh3_64(h + 8, 8 + len));
+  store<uint32_t>(h, len);
+  h[4] = static_cast<char>(type);
+  h[5] = h[6] = h[7] = 0;
+  store<uint32_t>(h + 8, check32(h, 8));
+  store<uint32_t>(h + 12, check32(h + kFrameHeadSize, len));
 }
 
 }  // namespace
@@ -103,15 +106,16 @@ void append_seal_frame(std::string& out, const Seal& s) {
 }
 
 bool decode_seal_frame(std::string_view f, Seal& out, std::string* why) {
-  if (f.size() != kSealFrameSize || load<uint32_t>(f.data() + 8) != kSealPayloadSize ||
-      static_cast<FrameType>(f[12]) != FrameType::seal) {
-    if (why) *why = "no seal frame at the end";
+  auto bad = [&](const char* w) {
+    if (why) *why = w;
     return false;
-  }
-  if (load<uint64_t>(f.data()) != hash::xxh3_64(f.data() + 8, 8 + kSealPayloadSize)) {
-    if (why) *why = "seal frame checksum mismatch";
-    return false;
-  }
+  };
+  if (f.size() != kSealFrameSize) return bad("no seal frame at the end");
+  if (load<uint32_t>(f.data() + 8) != check32(f.data(), 8)) return bad("no seal frame at the end (head checksum mismatch)");
+  if (load<uint32_t>(f.data()) != kSealPayloadSize || static_cast<FrameType>(f[4]) != FrameType::seal)
+    return bad("no seal frame at the end");
+  if (load<uint32_t>(f.data() + 12) != check32(f.data() + kFrameHeadSize, kSealPayloadSize))
+    return bad("seal frame checksum mismatch");
   out.records = load<uint64_t>(f.data() + kFrameHeadSize);
   out.first_ts = load<int64_t>(f.data() + kFrameHeadSize + 8);
   out.last_ts = load<int64_t>(f.data() + kFrameHeadSize + 16);
@@ -197,20 +201,19 @@ SegmentReader::Status SegmentReader::next() {
   if (n < kFrameHeadSize)
     return fail_at(frame_offset_, fmt::format("truncated frame head ({} of {} bytes)", n, kFrameHeadSize), true);
   const char* h = payload_.data();
-  uint64_t sum = load<uint64_t>(h);
-  uint32_t len = load<uint32_t>(h + 8);
-  auto type = static_cast<FrameType>(static_cast<uint8_t>(h[12]));
-  bool head_ok = len <= kMaxFramePayload && (type == FrameType::record || type == FrameType::seal) && h[13] == 0 &&
-                 h[14] == 0 && h[15] == 0;
-  if (!head_ok) {
+  if (load<uint32_t>(h + 8) != check32(h, 8)) {
     std::string head(payload_);
-    return fail_at(frame_offset_, fmt::format("invalid frame head (length {}, type {})", len, int(uint8_t(h[12]))),
-                   rest_is_zero(head));
+    return fail_at(frame_offset_, "frame head checksum mismatch", rest_is_zero(head));
   }
+  uint32_t len = load<uint32_t>(h);
+  uint32_t sum = load<uint32_t>(h + 12);
+  auto type = static_cast<FrameType>(static_cast<uint8_t>(h[4]));
+  if (len > kMaxFramePayload || (type != FrameType::record && type != FrameType::seal) || h[5] || h[6] || h[7])
+    return fail_at(frame_offset_, fmt::format("invalid frame head (length {}, type {})", len, int(uint8_t(h[4]))), false);
   payload_.resize(kFrameHeadSize + len);
   n = src_.read(payload_.data() + kFrameHeadSize, len);
   if (n < len) return fail_at(frame_offset_, fmt::format("truncated frame ({} of {} payload bytes)", n, len), true);
-  if (hash::xxh3_64(payload_.data() + 8, 8 + len) != sum)
+  if (check32(payload_.data() + kFrameHeadSize, len) != sum)
     return fail_at(frame_offset_, "frame checksum mismatch", rest_is_zero({}));
   if (sealed_) return fail_at(frame_offset_, "frame after the seal", false);
   std::string_view body(payload_.data() + kFrameHeadSize, len);
