@@ -4,7 +4,7 @@
 #include <cstring>
 #include <tuple>
 
-#include <nlohmann/json.hpp>
+#include <simdjson.h>
 
 #include "flk/util/error.hpp"
 #include "flk/util/json.hpp"
@@ -45,6 +45,17 @@ void check_region(std::string_view r, std::string_view what) {
 
 namespace {
 
+const char* type_name(simdjson::dom::element v) {
+  switch (v.type()) {
+    case simdjson::dom::element_type::ARRAY: return "array";
+    case simdjson::dom::element_type::OBJECT: return "object";
+    case simdjson::dom::element_type::STRING: return "string";
+    case simdjson::dom::element_type::BOOL: return "boolean";
+    case simdjson::dom::element_type::NULL_VALUE: return "null";
+    default: return "number";
+  }
+}
+
 // Validation shared by JSON input and binary decoding. Returns an empty string when
 // valid, else "field '…': why".
 std::string validate(const Record& r) {
@@ -60,67 +71,78 @@ std::string validate(const Record& r) {
   return {};
 }
 
-const std::string& get_string(const nlohmann::json& j, const char* field) {
-  if (!j.is_string()) fail(Code::data, "field '{}': must be a string, not {}", field, j.type_name());
-  return j.get_ref<const std::string&>();
+// Thread-local: a simdjson parser reuses its buffers between documents.
+simdjson::dom::parser& json_parser() {
+  thread_local simdjson::dom::parser parser;
+  return parser;
 }
 
 }  // namespace
 
-Record record_from_json(std::string_view line, const RecordDefaults& defaults) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(line);
-  } catch (const nlohmann::json::parse_error& e) {
-    // e.what() is "[json.exception.parse_error.101] parse error at line 1, column 5: …"
-    std::string msg = e.what();
-    auto p = msg.find("] ");
-    fail(Code::data, "malformed JSON: {}", p == std::string::npos ? msg : msg.substr(p + 2));
-  }
-  return record_from_json(j, defaults);
+bool valid_json(std::string_view text) {
+  simdjson::dom::element e;
+  return json_parser().parse(text.data(), text.size(), true).get(e) == simdjson::SUCCESS;
 }
 
-Record record_from_json(const nlohmann::json& j, const RecordDefaults& defaults) {
-  if (!j.is_object()) fail(Code::data, "a record must be a JSON object, not {}", j.type_name());
+Record record_from_json(std::string_view line, const RecordDefaults& defaults, bool padded) {
+  simdjson::dom::element doc;
+  auto& parser = json_parser();
+  auto err = padded ? parser.parse(simdjson::padded_string_view(line.data(), line.size(), line.size() + kJsonPadding)).get(doc)
+                    : parser.parse(line.data(), line.size(), true).get(doc);
+  if (err) fail(Code::data, "malformed JSON: {}", simdjson::error_message(err));
+  simdjson::dom::object obj;
+  if (doc.get_object().get(obj)) fail(Code::data, "a record must be a JSON object");
   Record r;
-  bool have_pcs = false, have_tenant = false, have_outcome = false, have_ts = false;
-  for (auto it = j.begin(); it != j.end(); ++it) {
-    const std::string& k = it.key();
-    const nlohmann::json& v = it.value();
+  unsigned seen = 0;
+  auto once = [&](unsigned bit, std::string_view k) {
+    if (seen & bit) fail(Code::data, "field '{}': given twice", k);
+    seen |= bit;
+  };
+  auto str = [](simdjson::dom::element v, std::string_view k) -> std::string_view {
+    std::string_view s;
+    if (v.get_string().get(s)) fail(Code::data, "field '{}': must be a string, not {}", k, type_name(v));
+    return s;
+  };
+  for (auto field : obj) {
+    std::string_view k = field.key;
+    simdjson::dom::element v = field.value;
     if (k == "pcs_id") {
-      r.pcs_id = get_string(v, "pcs_id");
-      have_pcs = true;
+      once(1, k);
+      r.pcs_id = str(v, k);
     } else if (k == "tenant_id") {
-      r.tenant_id = get_string(v, "tenant_id");
-      have_tenant = true;
+      once(2, k);
+      r.tenant_id = str(v, k);
     } else if (k == "outcome") {
-      const std::string& s = get_string(v, "outcome");
+      once(4, k);
+      std::string_view s = str(v, k);
       auto o = parse_outcome(s);
       if (!o) fail(Code::data, "field 'outcome': unknown outcome '{}' (accepted, escalated, rejected)", s);
       r.outcome = *o;
-      have_outcome = true;
     } else if (k == "ts") {
-      const std::string& s = get_string(v, "ts");
+      once(8, k);
+      std::string_view s = str(v, k);
       try {
         r.ts = timeutil::parse_rfc3339(s);
       } catch (const Error& e) {
         fail(Code::data, "field 'ts': {}", e.what());
       }
-      have_ts = true;
     } else if (k == "region") {
-      r.region = get_string(v, "region");
+      once(16, k);
+      r.region = str(v, k);
     } else if (k == "params") {
-      if (!v.is_null()) r.params = get_string(v, "params");
+      once(32, k);
+      if (!v.is_null()) r.params = std::string(str(v, k));
     } else if (k == "payload") {
-      if (!v.is_null()) r.payload = v.dump();
+      once(64, k);
+      if (!v.is_null()) r.payload = simdjson::minify(v);
     } else {
       fail(Code::data, "field '{}': unknown field (pcs_id, tenant_id, outcome, ts, region, params, payload)", k);
     }
   }
-  if (!have_pcs) fail(Code::data, "field 'pcs_id': missing");
-  if (!have_tenant) fail(Code::data, "field 'tenant_id': missing");
-  if (!have_outcome) fail(Code::data, "field 'outcome': missing");
-  if (!have_ts) r.ts = defaults.now;
+  if (!(seen & 1)) fail(Code::data, "field 'pcs_id': missing");
+  if (!(seen & 2)) fail(Code::data, "field 'tenant_id': missing");
+  if (!(seen & 4)) fail(Code::data, "field 'outcome': missing");
+  if (!(seen & 8)) r.ts = defaults.now;
   if (r.region.empty()) {
     if (defaults.region.empty()) fail(Code::data, "field 'region': missing");
     r.region = defaults.region;
@@ -236,7 +258,7 @@ bool decode_record(std::string_view bytes, Record& out, std::string* why) {
   if (flags & 2) {
     out.payload.emplace();
     if (!c.long_str(*out.payload)) return bad("record truncated");
-    if (!nlohmann::json::accept(*out.payload)) return bad("payload is not valid JSON");
+    if (!valid_json(*out.payload)) return bad("payload is not valid JSON");
   }
   if (c.pos != bytes.size()) return bad("trailing bytes after record");
   std::string v = validate(out);

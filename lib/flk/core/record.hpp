@@ -12,7 +12,7 @@
 //   u8  n, pcs_id[n]   1–255 bytes, printable ASCII
 //   u8  n, tenant[n]   1–255 bytes, no control characters
 //   u32 n, params[n]   if flag bit 0
-//   u32 n, payload[n]  if flag bit 1: compact JSON text (object keys sorted), ≤ 1 MiB
+//   u32 n, payload[n]  if flag bit 1: minified JSON text, ≤ 1 MiB
 //
 // The record's digest is the SHA-256 of this encoding; two records for one pcs_id are
 // ordered by (ts, region, digest) and the smallest is the first write.
@@ -22,8 +22,6 @@
 #include <optional>
 #include <string>
 #include <string_view>
-
-#include <nlohmann/json_fwd.hpp>
 
 #include "flk/util/hash.hpp"
 
@@ -61,10 +59,16 @@ struct RecordDefaults {
   int64_t now = 0;     // ts when absent
 };
 
-// Parses one JSON Lines record. Unknown fields, missing fields and invalid values are
-// errors (code data) naming the field: "field 'outcome': unknown outcome 'maybe'".
-Record record_from_json(std::string_view line, const RecordDefaults& defaults);
-Record record_from_json(const nlohmann::json& j, const RecordDefaults& defaults);
+// Parses one JSON Lines record (simdjson). Unknown, repeated or missing fields and
+// invalid values are errors (code data) naming the field: "field 'outcome': unknown
+// outcome 'maybe'". `payload` is kept as minified JSON text, its keys in input order.
+// When `padded`, the kJsonPadding bytes after the line are readable (json::LineReader
+// guarantees it) and the line is parsed in place; otherwise it is copied first.
+constexpr size_t kJsonPadding = 64;
+Record record_from_json(std::string_view line, const RecordDefaults& defaults, bool padded = false);
+
+// True when text is one valid JSON value.
+bool valid_json(std::string_view text);
 
 // Appends the record as one JSON object (no newline), fields in the order of §1.
 void append_record_json(std::string& out, const Record& r);

@@ -94,7 +94,8 @@ LineReader::LineReader(int fd, std::string name, size_t max_line)
 LineReader::Fill LineReader::fill(int timeout_ms) {
   if (eof_) return Fill::eof;
   if (pos_ > 0) {  // drop consumed bytes
-    buf_.erase(0, pos_);
+    std::memmove(buf_.data(), buf_.data() + pos_, size_ - pos_);
+    size_ -= pos_;
     pos_ = 0;
   }
   if (timeout_ms >= 0) {
@@ -107,18 +108,13 @@ LineReader::Fill LineReader::fill(int timeout_ms) {
     if (r == 0) return Fill::timeout;
   }
   constexpr size_t kChunk = 1 << 20;
-  size_t old = buf_.size();
-  buf_.resize(old + kChunk);
+  if (buf_.size() < size_ + kChunk + kPadding) buf_.resize(size_ + kChunk + kPadding);
   ssize_t n;
   do {
-    n = ::read(fd_, buf_.data() + old, kChunk);
+    n = ::read(fd_, buf_.data() + size_, kChunk);
   } while (n < 0 && errno == EINTR);
-  if (n < 0) {
-    int err = errno;
-    buf_.resize(old);
-    throw sys_error("cannot read", name_, err);
-  }
-  buf_.resize(old + static_cast<size_t>(n));
+  if (n < 0) throw sys_error("cannot read", name_, errno);
+  size_ += static_cast<size_t>(n);
   if (n == 0) {
     eof_ = true;
     return Fill::eof;
@@ -127,19 +123,19 @@ LineReader::Fill LineReader::fill(int timeout_ms) {
 }
 
 std::optional<std::string_view> LineReader::next() {
-  if (pos_ >= buf_.size()) return std::nullopt;
+  if (pos_ >= size_) return std::nullopt;
   const char* start = buf_.data() + pos_;
-  const void* nl = std::memchr(start, '\n', buf_.size() - pos_);
+  const void* nl = std::memchr(start, '\n', size_ - pos_);
   size_t len;
   size_t advance;
   if (nl) {
     len = static_cast<size_t>(static_cast<const char*>(nl) - start);
     advance = len + 1;
   } else if (eof_) {
-    len = buf_.size() - pos_;
+    len = size_ - pos_;
     advance = len;
   } else {
-    if (buf_.size() - pos_ > max_line_)
+    if (size_ - pos_ > max_line_)
       fail(Code::data, "reading '{}': line {} is longer than {} bytes", name_, line_no_ + 1, max_line_);
     return std::nullopt;
   }

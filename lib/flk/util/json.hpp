@@ -33,9 +33,12 @@ class Object {
   bool first_ = true;
 };
 
-// Reads newline-terminated lines from a file descriptor through a buffer.
+// Reads newline-terminated lines from a file descriptor through a buffer. Every line
+// returned is followed in memory by at least kPadding readable bytes, so SIMD JSON
+// parsers can parse it in place.
 class LineReader {
  public:
+  static constexpr size_t kPadding = 64;
   explicit LineReader(int fd, std::string name = "stdin", size_t max_line = 8u << 20);
 
   enum class Fill { data, eof, timeout };
@@ -45,7 +48,7 @@ class LineReader {
   // final line without '\n' is returned too. Views are valid until the next fill().
   std::optional<std::string_view> next();
   // True when input was read but not yet returned as lines.
-  bool has_buffered() const { return pos_ < buf_.size(); }
+  bool has_buffered() const { return pos_ < size_; }
   bool eof() const { return eof_; }
   // The number of the last line returned by next(), from 1.
   uint64_t line_number() const { return line_no_; }
@@ -54,7 +57,8 @@ class LineReader {
   int fd_;
   std::string name_;
   size_t max_line_;
-  std::string buf_;
+  std::string buf_;  // size_ bytes of input, then kPadding bytes
+  size_t size_ = 0;
   size_t pos_ = 0;
   bool eof_ = false;
   uint64_t line_no_ = 0;

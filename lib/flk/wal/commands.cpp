@@ -49,7 +49,7 @@ AppendStats append_jsonl(Writer& w, json::LineReader& in, std::FILE* out, const 
       if (line->find_first_not_of(" \t") == std::string_view::npos) continue;
       defaults.now = timeutil::now();
       try {
-        batch.push_back(record_from_json(*line, defaults));
+        batch.push_back(record_from_json(*line, defaults, /*padded=*/true));
       } catch (const Error& e) {
         bad.emplace(Code::data, fmt::format("invalid record on stdin line {}: {}", in.line_number(), e.what()));
         break;
