@@ -3,6 +3,7 @@
 #include <poll.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <cstring>
 
@@ -12,16 +13,27 @@
 
 namespace flk::json {
 
+namespace {
+// Bytes that cannot appear raw inside a JSON string: controls, '"' and '\\'.
+constexpr auto kNeedsEscape = [] {
+  std::array<bool, 256> t{};
+  for (int c = 0; c < 0x20; ++c) t[c] = true;
+  t['"'] = t['\\'] = true;
+  return t;
+}();
+}  // namespace
+
 void append_string(std::string& out, std::string_view s) {
   static constexpr char kHex[] = "0123456789abcdef";
   out += '"';
-  size_t run = 0;  // start of the current run of bytes that need no escaping
-  for (size_t i = 0; i < s.size(); ++i) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    if (c >= 0x20 && c != '"' && c != '\\') continue;
+  const auto* p = reinterpret_cast<const unsigned char*>(s.data());
+  size_t n = s.size(), run = 0;  // run: start of the bytes not yet copied
+  for (size_t i = 0; i < n; ++i) {
+    if (!kNeedsEscape[p[i]]) [[likely]]
+      continue;
     out.append(s.data() + run, i - run);
     run = i + 1;
-    switch (c) {
+    switch (p[i]) {
       case '"': out += "\\\""; break;
       case '\\': out += "\\\\"; break;
       case '\n': out += "\\n"; break;
@@ -31,19 +43,20 @@ void append_string(std::string& out, std::string_view s) {
       case '\f': out += "\\f"; break;
       default:
         out += "\\u00";
-        out += kHex[c >> 4];
-        out += kHex[c & 15];
+        out += kHex[p[i] >> 4];
+        out += kHex[p[i] & 15];
     }
   }
-  out.append(s.data() + run, s.size() - run);
+  out.append(s.data() + run, n - run);
   out += '"';
 }
 
 void Object::key(std::string_view k) {
-  if (!first_) out_ += ',';
+  // Keys are the program's own snake_case names: no escaping needed.
+  out_ += first_ ? "{\"" : ",\"";
   first_ = false;
-  append_string(out_, k);
-  out_ += ':';
+  out_ += k;
+  out_ += "\":";
 }
 
 Object& Object::str(std::string_view k, std::string_view value) {

@@ -16,7 +16,8 @@ void append_string(std::string& out, std::string_view s);
 // Builds one JSON object into a string:  Object o(out); o.str("k", v).num("n", 1); o.close();
 class Object {
  public:
-  explicit Object(std::string& out) : out_(out) { out_ += '{'; }
+  // Keys are the caller's literal names and are not escaped.
+  explicit Object(std::string& out) : out_(out) {}
   Object& str(std::string_view key, std::string_view value);
   Object& num(std::string_view key, int64_t value);
   Object& unum(std::string_view key, uint64_t value);
@@ -25,7 +26,7 @@ class Object {
   Object& null(std::string_view key);
   // value must already be valid JSON text.
   Object& raw(std::string_view key, std::string_view json_text);
-  void close() { out_ += '}'; }
+  void close() { out_ += first_ ? "{}" : "}"; }
 
  private:
   void key(std::string_view k);
