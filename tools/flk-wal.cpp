@@ -1,11 +1,32 @@
 // flk-wal: write, read, list, verify and seal the inbox WAL. See flk-wal(1).
+#include <signal.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 
 #include "flk/cli/cli.hpp"
 #include "flk/util/error.hpp"
 #include "flk/wal/commands.hpp"
+
+namespace {
+
+std::atomic<bool> g_seal_request{false};
+std::atomic<bool> g_stop_request{false};
+
+// SIGUSR1: seal now (`flk-wal seal` sends it); SIGTERM, SIGINT: finish the batch in
+// hand, seal, exit. No SA_RESTART: the wait for input returns so the flags are seen.
+void install_append_signals() {
+  struct sigaction sa = {};
+  sigemptyset(&sa.sa_mask);
+  sa.sa_handler = [](int) { g_seal_request = true; };
+  sigaction(SIGUSR1, &sa, nullptr);
+  sa.sa_handler = [](int) { g_stop_request = true; };
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   flk::cli::Tool tool("flk-wal", "flk-wal: write, read, list, verify and seal the inbox WAL");
@@ -66,11 +87,14 @@ int main(int argc, char** argv) {
     };
 
     if (*append) {
+      install_append_signals();
       auto w = flk::wal::Writer::open(writer_options());
       flk::json::LineReader in(STDIN_FILENO, "stdin");
       flk::wal::AppendOptions opts;
       opts.keep_open = keep_open;
       opts.info = [&](const std::string& m) { tool.info(m); };
+      opts.seal_request = &g_seal_request;
+      opts.stop_request = &g_stop_request;
       auto stats = flk::wal::append_jsonl(*w, in, stdout, opts);
       tool.info(fmt::format("appended {} records, sealed {} segments", stats.records, stats.sealed));
       return 0;
@@ -123,7 +147,20 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (*seal) {
-      auto w = flk::wal::Writer::open(writer_options());
+      std::unique_ptr<flk::wal::Writer> w;
+      try {
+        w = flk::wal::Writer::open(writer_options());
+      } catch (const flk::Error& e) {
+        if (e.code() != flk::Code::temp_fail || wait_lock) throw;
+        // A running `flk-wal append` holds the WAL: ask it to seal.
+        auto sealed = flk::wal::request_seal(wal_dir, 10 * flk::timeutil::kSecond);
+        if (!sealed) {
+          tool.info("nothing to seal: the open segment holds no records");
+          return 0;
+        }
+        flk::wal::write_out(stdout, flk::wal::sealed_json(*sealed) + "\n");
+        return 0;
+      }
       if (auto s = w->seal()) flk::wal::write_out(stdout, flk::wal::sealed_json(*s) + "\n");
       else tool.info("nothing to seal: the open segment holds no records");
       return 0;

@@ -113,19 +113,15 @@ LineReader::Fill LineReader::fill(int timeout_ms) {
   }
   if (timeout_ms >= 0) {
     struct pollfd p = {fd_, POLLIN, 0};
-    int r;
-    do {
-      r = ::poll(&p, 1, timeout_ms);
-    } while (r < 0 && errno == EINTR);
+    int r = ::poll(&p, 1, timeout_ms);
+    if (r < 0 && errno == EINTR) return Fill::interrupted;
     if (r < 0) throw sys_error("cannot poll", name_, errno);
     if (r == 0) return Fill::timeout;
   }
   constexpr size_t kChunk = 1 << 20;
   if (buf_.size() < size_ + kChunk + kPadding) buf_.resize(size_ + kChunk + kPadding);
-  ssize_t n;
-  do {
-    n = ::read(fd_, buf_.data() + size_, kChunk);
-  } while (n < 0 && errno == EINTR);
+  ssize_t n = ::read(fd_, buf_.data() + size_, kChunk);
+  if (n < 0 && errno == EINTR) return Fill::interrupted;
   if (n < 0) throw sys_error("cannot read", name_, errno);
   size_ += static_cast<size_t>(n);
   if (n == 0) {

@@ -42,8 +42,9 @@ class LineReader {
   static constexpr size_t kPadding = 64;
   explicit LineReader(int fd, std::string name = "stdin", size_t max_line = 8u << 20);
 
-  enum class Fill { data, eof, timeout };
+  enum class Fill { data, eof, timeout, interrupted };
   // Waits up to timeout_ms (-1: forever) for input and reads what is available.
+  // A signal caught while waiting returns interrupted (so the caller can act on it).
   Fill fill(int timeout_ms);
   // The next complete line (without '\n'), or nullopt when none is buffered. After EOF a
   // final line without '\n' is returned too. Views are valid until the next fill().

@@ -1,5 +1,6 @@
 #include "flk/wal/commands.hpp"
 
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -71,6 +72,11 @@ AppendStats append_jsonl(Writer& w, json::LineReader& in, std::FILE* out, const 
     report(w.seal_if_due());
     if (bad) throw *bad;
     if (in.eof()) break;
+    if (opts.stop_request && opts.stop_request->load()) {
+      if (!opts.keep_open) report(w.seal());
+      return stats;
+    }
+    if (opts.seal_request && opts.seal_request->exchange(false)) report(w.seal());
     int timeout = -1;
     if (auto due = w.due_at())
       timeout = static_cast<int>(std::max<timeutil::Nanos>(0, (*due - timeutil::monotonic_now() + 999'999) / 1'000'000));
@@ -84,6 +90,36 @@ AppendStats append_jsonl(Writer& w, json::LineReader& in, std::FILE* out, const 
     }
   }
   return stats;
+}
+
+std::optional<SealedSegment> request_seal(const std::filesystem::path& dir, timeutil::Nanos timeout) {
+  std::filesystem::path lock = dir / std::string(kLockName);
+  auto pid = fs::FileLock::holder(lock);
+  auto files = list_segments(dir);
+  if (files.empty() || files.back().sealed) return std::nullopt;
+  const SegmentFile open = files.back();
+  if (stat_segment(open).counts.records == 0) return std::nullopt;
+  std::string comm;
+  try {
+    comm = fs::read_file(fmt::format("/proc/{}/comm", pid.value_or(0)));
+  } catch (const Error&) {
+  }
+  if (!pid || comm != "flk-wal\n")
+    fail(Code::temp_fail, "cannot lock '{}': held by {} (not a running flk-wal append)", lock.string(),
+         pid ? fmt::format("pid {}", *pid) : "another process");
+  if (::kill(static_cast<pid_t>(*pid), SIGUSR1) != 0) throw sys_error("cannot signal the writer of", dir.string(), errno);
+  std::filesystem::path sealed = dir / segment_file_name(open.sequence, true);
+  timeutil::Nanos end = timeutil::monotonic_now() + timeout;
+  while (timeutil::monotonic_now() < end) {
+    if (::access(sealed.c_str(), F_OK) == 0) {
+      SegmentStat st = stat_segment({open.sequence, true, sealed});
+      return SealedSegment{open.sequence, st.counts, st.bytes, st.sha256.value_or(hash::Digest{}), sealed};
+    }
+    if (::access(open.path.c_str(), F_OK) != 0) return std::nullopt;  // emptied and replaced? nothing sealed by us
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  fail(Code::temp_fail, "WAL '{}': the writer (pid {}) did not seal segment {} within {}", dir.string(), *pid,
+       open.sequence, timeutil::format_duration(timeout));
 }
 
 std::vector<std::filesystem::path> segment_paths(const std::filesystem::path& dir) {

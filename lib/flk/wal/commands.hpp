@@ -2,6 +2,7 @@
 // The tool only parses options and calls these.
 #pragma once
 
+#include <atomic>
 #include <cstdio>
 #include <filesystem>
 #include <functional>
@@ -21,6 +22,10 @@ using Log = std::function<void(const std::string&)>;
 struct AppendOptions {
   bool keep_open = false;  // at end of input, leave the open segment for the next run
   Log info;                // sealed segments
+  // Set asynchronously (signal handlers): seal the open segment now / stop reading,
+  // seal and return. Waits on input are interrupted by the signals that set them.
+  std::atomic<bool>* seal_request = nullptr;
+  const std::atomic<bool>* stop_request = nullptr;
 };
 
 struct AppendStats {
@@ -32,7 +37,8 @@ struct AppendStats {
 // acknowledgement line {"pcs_id":…,"segment":N,"offset":N} to `out` per record once it
 // is durable. Lines that arrive together are one batch (one fdatasync). While input is
 // quiet the open segment is sealed when due; at end of input it waits for the open
-// segment to fall due and seals it (unless keep_open). A bad line throws Error(data)
+// segment to fall due and seals it (unless keep_open). A stop request ends the read
+// after the batch in hand and seals at once (unless keep_open). A bad line throws Error(data)
 // "invalid record on stdin line N: field '…': …" after every record before it was
 // appended and acknowledged; nothing of the bad line is written.
 AppendStats append_jsonl(Writer& w, json::LineReader& in, std::FILE* out, const AppendOptions& opts);
@@ -49,6 +55,13 @@ void ls(const std::filesystem::path& dir, bool as_json, std::FILE* out);
 
 // The JSON line that describes a sealed segment (seal, rotation).
 std::string sealed_json(const SealedSegment& s);
+
+// `flk-wal seal` while another process holds the WAL: asks that writer (a running
+// `flk-wal append`, checked through /proc) to seal with SIGUSR1 and waits up to
+// `timeout` for the open segment to be sealed. Returns the sealed segment, or
+// nullopt when nothing was open. Throws temp_fail when the holder is not flk-wal or
+// does not seal in time.
+std::optional<SealedSegment> request_seal(const std::filesystem::path& dir, timeutil::Nanos timeout);
 
 // Writes s to out and flushes; throws Error(io) when the output fails (EPIPE, ENOSPC).
 void write_out(std::FILE* out, const std::string& s);
