@@ -9,7 +9,7 @@ packages="
   doctest-dev libyaml-cpp-dev nlohmann-json3-dev libsimdjson-dev libxxhash-dev
   libcpp-httplib-dev libpq-dev libhiredis-dev
   bats mandoc shellcheck clang libclang-rt-14-dev sqlite3 hyperfine
-  postgresql redis-server prometheus socat iproute2 systemd openssl curl
+  postgresql redis-server prometheus socat iproute2 systemd openssl curl time
 "
 
 missing=""
