@@ -109,8 +109,9 @@ int main(int argc, char** argv) {
         }
       }
       std::vector<std::filesystem::path> paths(files.begin(), files.end());
-      if (paths.empty()) paths = flk::wal::segment_paths(wal_dir);
-      flk::wal::cat(paths, t, stdout);
+      bool whole_wal = paths.empty();
+      if (whole_wal) paths = flk::wal::segment_paths(wal_dir);
+      flk::wal::cat(paths, t, whole_wal, stdout);
       return 0;
     }
     if (*ls) {

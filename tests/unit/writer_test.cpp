@@ -30,7 +30,7 @@ WriterOptions opts(const stdfs::path& dir, uint64_t seg_bytes = 64u << 20, std::
 
 std::vector<Record> read_wal(const stdfs::path& dir) {
   std::vector<Record> out;
-  for (const auto& f : list_segments(dir)) read_segment(f.path, !f.sealed, [&](const Record& r) { out.push_back(r); });
+  for (const auto& f : list_segments(dir)) read_segment(f.path, f.sealed, [&](const Record& r) { out.push_back(r); });
   return out;
 }
 

@@ -4,6 +4,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
 #include <cerrno>
 #include <thread>
 
@@ -33,18 +36,118 @@ std::string sealed_json(const SealedSegment& s) {
   return out;
 }
 
+namespace {
+
+// The committer stage of append: appends parsed batches through the writer (write,
+// fdatasync) and prints their acknowledgements, on its own thread, so that parsing
+// the next batch overlaps the sync of this one. A bounded queue (two batches) keeps
+// memory flat; the first error closes it and is kept for the reader to throw.
+class Committer {
+ public:
+  Committer(Writer& w, std::FILE* out, std::function<void(std::optional<SealedSegment>)> report)
+      : w_(w), out_(out), report_(std::move(report)), thread_([this] { run(); }) {}
+  ~Committer() { finish(); }
+
+  // Queues a batch; false when the committer has failed (see error()).
+  bool push(std::vector<Record>&& batch) {
+    std::unique_lock l(m_);
+    cv_.wait(l, [&] { return q_.size() < 2 || error_; });
+    if (error_) return false;
+    q_.push_back(std::move(batch));
+    cv_.notify_all();
+    return true;
+  }
+
+  // Waits until every queued batch is committed (or the committer failed).
+  void flush() {
+    std::unique_lock l(m_);
+    cv_.wait(l, [&] { return (q_.empty() && !busy_) || error_; });
+  }
+
+  // Waits until every queued batch is committed and stops the thread.
+  void finish() {
+    {
+      std::lock_guard l(m_);
+      closed_ = true;
+      cv_.notify_all();
+    }
+    if (thread_.joinable()) thread_.join();
+  }
+
+  const std::optional<Error>& error() const { return error_; }
+  uint64_t records() const { return records_; }
+
+ private:
+  void run() {
+    std::string acks;
+    for (;;) {
+      std::vector<Record> batch;
+      {
+        std::unique_lock l(m_);
+        cv_.wait(l, [&] { return !q_.empty() || closed_; });
+        if (q_.empty()) return;
+        batch = std::move(q_.front());
+        q_.pop_front();
+        busy_ = true;
+        cv_.notify_all();
+      }
+      try {
+        std::vector<Position> pos = w_.append(batch);
+        acks.clear();
+        for (size_t i = 0; i < batch.size(); ++i) {
+          json::Object o(acks);
+          o.str("pcs_id", batch[i].pcs_id).unum("segment", pos[i].segment).unum("offset", pos[i].offset);
+          o.close();
+          acks += '\n';
+        }
+        write_out(out_, acks);
+        records_ += batch.size();
+        for (auto& s : w_.take_sealed()) report_(s);
+      } catch (const Error& e) {
+        std::lock_guard l(m_);
+        error_ = e;
+        busy_ = false;
+        cv_.notify_all();
+        return;
+      }
+      std::lock_guard l(m_);
+      busy_ = false;
+      cv_.notify_all();
+    }
+  }
+
+  Writer& w_;
+  std::FILE* out_;
+  std::function<void(std::optional<SealedSegment>)> report_;
+  std::mutex m_;
+  std::condition_variable cv_;
+  std::deque<std::vector<Record>> q_;
+  bool closed_ = false;
+  bool busy_ = false;  // a batch is being committed
+  std::optional<Error> error_;
+  uint64_t records_ = 0;
+  std::thread thread_;  // last: starts after the members above exist
+};
+
+}  // namespace
+
 AppendStats append_jsonl(Writer& w, json::LineReader& in, std::FILE* out, const AppendOptions& opts) {
   AppendStats stats;
-  RecordDefaults defaults{w.options().region, 0};
-  std::vector<Record> batch;
-  std::string acks;
+  std::atomic<uint64_t> sealed{0};
   auto report = [&](std::optional<SealedSegment> s) {
     if (!s) return;
-    ++stats.sealed;
+    ++sealed;
     if (opts.info) opts.info(fmt::format("sealed {}", sealed_json(*s)));
   };
+  RecordDefaults defaults{w.options().region, 0};
+  Committer committer(w, out, report);
+  auto drain = [&] {  // every queued batch committed, or the committer's error thrown
+    committer.finish();
+    if (committer.error()) throw *committer.error();
+  };
+  bool stopped = false;
   for (;;) {
-    batch.clear();
+    std::vector<Record> batch;
     std::optional<Error> bad;
     while (auto line = in.next()) {
       if (line->find_first_not_of(" \t") == std::string_view::npos) continue;
@@ -56,39 +159,43 @@ AppendStats append_jsonl(Writer& w, json::LineReader& in, std::FILE* out, const 
         break;
       }
     }
-    if (!batch.empty()) {
-      std::vector<Position> pos = w.append(batch);
-      acks.clear();
-      for (size_t i = 0; i < batch.size(); ++i) {
-        json::Object o(acks);
-        o.str("pcs_id", batch[i].pcs_id).unum("segment", pos[i].segment).unum("offset", pos[i].offset);
-        o.close();
-        acks += '\n';
-      }
-      write_out(out, acks);
-      stats.records += batch.size();
-      for (auto& s : w.take_sealed()) report(s);
+    if (!batch.empty() && !committer.push(std::move(batch))) drain();
+    if (bad) {
+      drain();  // the records before the bad line are acknowledged first
+      throw *bad;
     }
     report(w.seal_if_due());
-    if (bad) throw *bad;
     if (in.eof()) break;
     if (opts.stop_request && opts.stop_request->load()) {
-      if (!opts.keep_open) report(w.seal());
-      return stats;
+      stopped = true;
+      break;
     }
-    if (opts.seal_request && opts.seal_request->exchange(false)) report(w.seal());
+    if (opts.seal_request && opts.seal_request->exchange(false)) {
+      committer.flush();  // seal what was read before the request
+      if (committer.error()) drain();
+      report(w.seal());
+    }
+    if (in.fill(0) != json::LineReader::Fill::timeout) continue;  // more input is waiting
+    // Input is quiet: let the committer finish (so the open segment's due time is
+    // known), then wait for input or that time, whichever comes first.
+    committer.flush();
+    if (committer.error()) drain();
+    report(w.seal_if_due());
     int timeout = -1;
     if (auto due = w.due_at())
       timeout = static_cast<int>(std::max<timeutil::Nanos>(0, (*due - timeutil::monotonic_now() + 999'999) / 1'000'000));
     if (in.fill(timeout) == json::LineReader::Fill::timeout) report(w.seal_if_due());
   }
+  drain();
+  stats.records = committer.records();
   if (!opts.keep_open) {
-    if (auto due = w.due_at()) {
+    if (auto due = w.due_at(); due && !stopped) {
       timeutil::Nanos wait = *due - timeutil::monotonic_now();
       if (wait > 0) std::this_thread::sleep_for(std::chrono::nanoseconds(wait));
-      report(w.seal());
     }
+    report(w.seal());
   }
+  stats.sealed = sealed;
   return stats;
 }
 
@@ -128,35 +235,57 @@ std::vector<std::filesystem::path> segment_paths(const std::filesystem::path& di
   return out;
 }
 
-uint64_t cat(const std::vector<std::filesystem::path>& segments, std::optional<timeutil::Nanos> since, std::FILE* out) {
+uint64_t cat(const std::vector<std::filesystem::path>& segments, std::optional<timeutil::Nanos> since,
+             bool contiguous, std::FILE* out) {
   uint64_t n = 0;
   std::string buf;
   buf.reserve(1 << 17);
+  std::optional<std::pair<uint64_t, hash::Digest>> prev;  // the segment just read
   for (const auto& p : segments) {
-    bool sealed = true;
     std::string name = p.filename().string();
-    if (name.size() >= kOpenSuffix.size() && name.compare(name.size() - kOpenSuffix.size(), kOpenSuffix.size(), kOpenSuffix) == 0)
-      sealed = false;
+    bool sealed = !(name.size() >= kOpenSuffix.size() &&
+                    name.compare(name.size() - kOpenSuffix.size(), kOpenSuffix.size(), kOpenSuffix) == 0);
+    auto check_link = [&](const Header& h) {
+      if (prev && contiguous && h.sequence != prev->first + 1)
+        fail(Code::data, "segment '{}': sequence gap: segment {} follows {}", p.string(), h.sequence, prev->first);
+      if (prev && h.sequence == prev->first + 1 && h.prev != prev->second)
+        fail(Code::data, "segment '{}': offset 32: broken chain: previous-segment digest does not match segment {}",
+             p.string(), prev->first);
+    };
     if (since && sealed) {
       SegmentStat st = stat_segment({0, true, p});
-      if (st.counts.records == 0 || st.counts.last_ts < *since) continue;
+      if (st.counts.records == 0 || st.counts.last_ts < *since) {  // skipped unread: link by its sidecar
+        check_link(st.header);
+        prev.emplace(st.header.sequence, st.sha256.value_or(hash::Digest{}));
+        continue;
+      }
     }
+    hash::Sha256 sha;
+    uint64_t seq = 0;
     try {
-      n += read_segment(p, !sealed, [&](const Record& r) {
-        if (since && r.ts < *since) return;
-        append_record_json(buf, r);
-        buf += '\n';
-        if (buf.size() >= (1 << 16)) {
-          write_out(out, buf);
-          buf.clear();
-        }
-      });
+      n += read_segment(
+          p, sealed,
+          [&](const Record& r) {
+            if (since && r.ts < *since) return;
+            append_record_json(buf, r);
+            buf += '\n';
+            if (buf.size() >= (1 << 16)) {
+              write_out(out, buf);
+              buf.clear();
+            }
+          },
+          [&](const Header& h) {
+            check_link(h);
+            seq = h.sequence;
+          },
+          &sha);
     } catch (const Error&) {
       write_out(out, buf);  // the good records before the damage
       throw;
     }
     write_out(out, buf);
     buf.clear();
+    prev.emplace(seq, sha.finish());
   }
   return n;
 }

@@ -43,11 +43,14 @@ struct AppendStats {
 // appended and acknowledged; nothing of the bad line is written.
 AppendStats append_jsonl(Writer& w, json::LineReader& in, std::FILE* out, const AppendOptions& opts);
 
-// Prints the records of a WAL directory (or of the given segment files) as JSON Lines,
-// those with ts ≥ since when given. Damage throws Error(data) after the records before
-// it; a torn tail of the open segment (a writer at work) ends its read quietly.
+// Prints the records of segment files as JSON Lines, those with ts ≥ since when
+// given. Consecutive segments must chain (a header's previous-segment digest equals
+// the digest of the segment before); with `contiguous` (a whole WAL directory) a
+// missing sequence number is an error too. Damage throws Error(data) after the
+// records before it; a torn tail of the open segment (a writer at work) ends its read
+// quietly.
 uint64_t cat(const std::vector<std::filesystem::path>& segments, std::optional<timeutil::Nanos> since,
-             std::FILE* out);
+             bool contiguous, std::FILE* out);
 std::vector<std::filesystem::path> segment_paths(const std::filesystem::path& dir);
 
 // `ls`: one JSON line per segment, or a table for people.

@@ -96,22 +96,28 @@ SegmentStat stat_segment(const SegmentFile& f) {
   return st;
 }
 
-uint64_t read_segment(const stdfs::path& path, bool tail_ok, const std::function<void(const Record&)>& fn) {
+uint64_t read_segment(const stdfs::path& path, bool sealed, const std::function<void(const Record&)>& fn,
+                      const std::function<void(const Header&)>& on_header, hash::Sha256* hasher) {
   FileSource src(fs::Fd::open(path.string(), O_RDONLY));
-  SegmentReader r(src, path.string());
+  SegmentReader r(src, path.string(), hasher);
   uint64_t n = 0;
+  bool seal_seen = false;
   for (;;) {
-    switch (r.next()) {
+    auto status = r.next();
+    if (n == 0 && !seal_seen && r.header_ok() && on_header) on_header(r.header());
+    switch (status) {
       case SegmentReader::Status::record:
         fn(r.record());
         ++n;
         continue;
       case SegmentReader::Status::seal:
+        seal_seen = true;
         continue;
       case SegmentReader::Status::end:
+        if (sealed && !seal_seen) damaged(path, r.good_end(), "sealed segment has no seal frame");
         return n;
       case SegmentReader::Status::damage:
-        if (tail_ok && r.damage().tail) return n;
+        if (!sealed && r.damage().tail) return n;
         damaged(path, r.damage().offset, r.damage().why);
     }
   }

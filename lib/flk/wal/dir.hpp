@@ -39,11 +39,14 @@ struct SegmentStat {
 // Throws Error(data) naming the segment and offset when it is damaged.
 SegmentStat stat_segment(const SegmentFile& f);
 
-// Calls fn for every record of a segment file, in order. A torn tail in an open
-// segment ends the read quietly (tail_ok); any other damage throws Error(data)
+// Calls fn for every record of a segment file, in order. A sealed segment must end
+// with its seal frame; in an open one (sealed = false) a torn tail ends the read
+// quietly (a writer at work). Any other damage throws Error(data)
 // "segment '…': offset N: why" after the records before it were delivered.
-// Returns the number of records read.
-uint64_t read_segment(const std::filesystem::path& path, bool tail_ok, const std::function<void(const Record&)>& fn);
+// on_header (optional) sees the header before any record and may throw to refuse
+// the segment; hasher (optional) absorbs every byte read. Returns the record count.
+uint64_t read_segment(const std::filesystem::path& path, bool sealed, const std::function<void(const Record&)>& fn,
+                      const std::function<void(const Header&)>& on_header = {}, hash::Sha256* hasher = nullptr);
 
 // The SHA-256 of a whole file.
 hash::Digest file_digest(const std::filesystem::path& path);
