@@ -66,6 +66,9 @@ std::string validate(const Record& r) {
   if (r.tenant_id.empty() || r.tenant_id.size() > kMaxIdBytes) return bad("tenant_id", "must be 1–255 bytes");
   for (char c : r.tenant_id)
     if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) return bad("tenant_id", "must not contain control characters");
+  // JSON input is always UTF-8; decoded bytes must be too, or `cat` would print invalid JSON.
+  if (!simdjson::validate_utf8(r.tenant_id.data(), r.tenant_id.size())) return bad("tenant_id", "not valid UTF-8");
+  if (r.params && !simdjson::validate_utf8(r.params->data(), r.params->size())) return bad("params", "not valid UTF-8");
   if (!valid_region(r.region)) return bad("region", fmt::format("invalid region name '{}'", r.region));
   if (r.payload && r.payload->size() > kMaxPayloadBytes) return bad("payload", "larger than 1 MiB encoded");
   return {};

@@ -128,6 +128,17 @@ LineReader::Fill LineReader::fill(int timeout_ms) {
     eof_ = true;
     return Fill::eof;
   }
+  // A pipe hands over at most its buffer (64 KiB) per read: take what else is already
+  // waiting, up to a chunk, so that a fast producer gets large batches (fewer syncs).
+  size_t got = static_cast<size_t>(n);
+  while (got < kChunk) {
+    struct pollfd p = {fd_, POLLIN, 0};
+    if (::poll(&p, 1, 0) <= 0 || !(p.revents & POLLIN)) break;
+    ssize_t more = ::read(fd_, buf_.data() + size_, kChunk - got);
+    if (more <= 0) break;  // EOF or an error: the next fill() sees it
+    size_ += static_cast<size_t>(more);
+    got += static_cast<size_t>(more);
+  }
   return Fill::data;
 }
 

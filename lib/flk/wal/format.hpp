@@ -36,7 +36,7 @@
 //   The head has its own checksum so that a damaged length is told apart from a torn
 //   tail: a frame whose head is sound but whose payload runs past the end of the file
 //   was being written when the writer stopped; a head that fails its checksum is
-//   damage unless everything from it to the end of the file is zero.
+//   damage unless everything after it to the end of the file is zero.
 //
 //   seal payload (24 bytes): u64 record count, i64 first ts, i64 last ts
 //                            (ts are 0 when the segment holds no record)

@@ -201,10 +201,8 @@ SegmentReader::Status SegmentReader::next() {
   if (n < kFrameHeadSize)
     return fail_at(frame_offset_, fmt::format("truncated frame head ({} of {} bytes)", n, kFrameHeadSize), true);
   const char* h = payload_.data();
-  if (load<uint32_t>(h + 8) != check32(h, 8)) {
-    std::string head(payload_);
-    return fail_at(frame_offset_, "frame head checksum mismatch", rest_is_zero(head));
-  }
+  if (load<uint32_t>(h + 8) != check32(h, 8))  // a half-written head followed by nothing but zeros is a tail
+    return fail_at(frame_offset_, "frame head checksum mismatch", rest_is_zero({}));
   uint32_t len = load<uint32_t>(h);
   uint32_t sum = load<uint32_t>(h + 12);
   auto type = static_cast<FrameType>(static_cast<uint8_t>(h[4]));
