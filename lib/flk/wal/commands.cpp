@@ -145,7 +145,6 @@ AppendStats append_jsonl(Writer& w, json::LineReader& in, std::FILE* out, const 
     committer.finish();
     if (committer.error()) throw *committer.error();
   };
-  bool stopped = false;
   for (;;) {
     std::vector<Record> batch;
     std::optional<Error> bad;
@@ -166,10 +165,7 @@ AppendStats append_jsonl(Writer& w, json::LineReader& in, std::FILE* out, const 
     }
     report(w.seal_if_due());
     if (in.eof()) break;
-    if (opts.stop_request && opts.stop_request->load()) {
-      stopped = true;
-      break;
-    }
+    if (opts.stop_request && opts.stop_request->load()) break;
     if (opts.seal_request && opts.seal_request->exchange(false)) {
       committer.flush();  // seal what was read before the request
       if (committer.error()) drain();
@@ -188,13 +184,7 @@ AppendStats append_jsonl(Writer& w, json::LineReader& in, std::FILE* out, const 
   }
   drain();
   stats.records = committer.records();
-  if (!opts.keep_open) {
-    if (auto due = w.due_at(); due && !stopped) {
-      timeutil::Nanos wait = *due - timeutil::monotonic_now();
-      if (wait > 0) std::this_thread::sleep_for(std::chrono::nanoseconds(wait));
-    }
-    report(w.seal());
-  }
+  if (!opts.keep_open) report(w.seal());
   stats.sealed = sealed;
   return stats;
 }

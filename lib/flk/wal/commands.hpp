@@ -36,9 +36,8 @@ struct AppendStats {
 // Reads records as JSON Lines from `in` and appends them through `w`, printing one
 // acknowledgement line {"pcs_id":…,"segment":N,"offset":N} to `out` per record once it
 // is durable. Lines that arrive together are one batch (one fdatasync). While input is
-// quiet the open segment is sealed when due; at end of input it waits for the open
-// segment to fall due and seals it (unless keep_open). A stop request ends the read
-// after the batch in hand and seals at once (unless keep_open). A bad line throws Error(data)
+// quiet the open segment is sealed when due; at end of input, and on a stop request
+// (after the batch in hand), it is sealed at once (unless keep_open). A bad line throws Error(data)
 // "invalid record on stdin line N: field '…': …" after every record before it was
 // appended and acknowledged; nothing of the bad line is written.
 AppendStats append_jsonl(Writer& w, json::LineReader& in, std::FILE* out, const AppendOptions& opts);
