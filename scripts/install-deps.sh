@@ -8,7 +8,7 @@ packages="
   libcli11-dev libfmt-dev libssl-dev libcurl4-openssl-dev libsqlite3-dev
   doctest-dev libyaml-cpp-dev nlohmann-json3-dev libsimdjson-dev libxxhash-dev
   libcpp-httplib-dev libpq-dev libhiredis-dev
-  bats mandoc shellcheck clang libclang-rt-14-dev sqlite3 hyperfine
+  bats jq mandoc shellcheck clang libclang-rt-14-dev sqlite3 hyperfine
   postgresql redis-server prometheus socat iproute2 systemd openssl curl time
 "
 
