@@ -43,11 +43,11 @@ int main(int argc, char** argv) {
   CLI::App* append = app.add_subcommand("append", "append JSON Lines records from stdin; acknowledge each once durable");
   add_dir(append);
   append->add_option("--region", region, "this region (default: region of the configuration)")
-      ->check(flk::cli::region_validator());
+      ->type_name("REGION")->check(flk::cli::region_validator());
   append->add_option("--segment-bytes", segment_bytes, "seal a segment before it grows past SIZE (default 64MiB)")
-      ->check(flk::cli::size_validator());
+      ->type_name("SIZE")->check(flk::cli::size_validator());
   append->add_option("--segment-age", segment_age, "seal a segment DURATION after its first record (default 1s)")
-      ->check(flk::cli::duration_validator());
+      ->type_name("DURATION")->check(flk::cli::duration_validator());
   append->add_flag("--keep-open", keep_open, "at end of input, leave the open segment unsealed");
   append->add_flag("--wait", wait_lock, "wait for the WAL lock instead of failing when another writer holds it");
 
@@ -66,8 +66,8 @@ int main(int argc, char** argv) {
 
   CLI::App* seal = app.add_subcommand("seal", "seal the open segment now");
   add_dir(seal);
-  seal->add_option("--region", region, "this region (default: region of the configuration)")
-      ->check(flk::cli::region_validator());
+  seal->add_option("--region", region, "this region (default: the configuration's, else the WAL's own)")
+      ->type_name("REGION")->check(flk::cli::region_validator());
   seal->add_flag("--wait", wait_lock, "wait for the WAL lock instead of failing when another writer holds it");
 
   return tool.run(argc, argv, [&]() -> int {
@@ -77,12 +77,13 @@ int main(int argc, char** argv) {
       flk::wal::WriterOptions o;
       o.dir = wal_dir;
       o.region = region.empty() ? cfg.region : region;
+      if (o.region.empty() && *seal) o.region = flk::wal::wal_region(wal_dir).value_or("");
       if (o.region.empty())
         flk::fail(flk::Code::usage, "no region: give --region or set 'region' in the configuration");
       o.segment_bytes = segment_bytes.empty() ? cfg.wal.segment_bytes : flk::timeutil::parse_size(segment_bytes);
       o.segment_age = segment_age.empty() ? cfg.wal.segment_age : flk::timeutil::parse_duration(segment_age);
       o.wait_for_lock = wait_lock;
-      o.log = [&](const std::string& m) { tool.warn(m); };
+      o.log = [&](const std::string& m) { tool.notice(m); };
       return o;
     };
 
@@ -96,7 +97,8 @@ int main(int argc, char** argv) {
       opts.seal_request = &g_seal_request;
       opts.stop_request = &g_stop_request;
       auto stats = flk::wal::append_jsonl(*w, in, stdout, opts);
-      tool.info(fmt::format("appended {} records, sealed {} segments", stats.records, stats.sealed));
+      tool.info(fmt::format("appended {} record{}, sealed {} segment{}", stats.records, stats.records == 1 ? "" : "s",
+                            stats.sealed, stats.sealed == 1 ? "" : "s"));
       return 0;
     }
     if (*cat) {

@@ -94,12 +94,12 @@ setup() {
 }
 
 @test "a segment size below the minimum is a usage error (64)" {
-  run --separate-stderr wal_append --segment-bytes 295 < <(min_record a)
+  run --separate-stderr wal_append --segment-bytes 511 < <(min_record a)
   assert_status 64
   assert_error_line
-  assert_stderr_has 295
+  assert_stderr_has 511
   [[ -z $output ]]
-  run --separate-stderr wal_append --segment-bytes 296 --keep-open < <(min_record a)
+  run --separate-stderr wal_append --segment-bytes 512 --keep-open < <(min_record a)
   assert_status 0
 }
 

@@ -86,7 +86,7 @@ if [ -n "${FLK_BIN:-}" ] && [ -x "$FLK_BIN/flk-wal" ]; then
     echo '{"pcs_id":"p-1","tenant_id":"t-1","outcome":"accepted","ts":"2024-05-01T00:00:00Z"}'
     echo '{"pcs_id":"p-2","tenant_id":"t-2","outcome":"escalated","ts":"2024-05-01T00:00:01.5Z","params":"x=1"}'
     echo '{"pcs_id":"p-3","tenant_id":"t-3","outcome":"rejected","ts":"2024-05-01T00:00:02Z","payload":{"a":[1,"b"]}}'
-  } | "$FLK_BIN/flk-wal" append --wal-dir "$wal" --region us-east-1 --segment-bytes 300 --keep-open >/dev/null
+  } | "$FLK_BIN/flk-wal" append --wal-dir "$wal" --region us-east-1 --segment-bytes 512 --keep-open >/dev/null
   for f in "$wal"/*.wal "$wal"/*.open; do
     [ -e "$f" ] && cp "$f" "$out/seeds/flk-wal-$(basename "$f")"
   done

@@ -90,6 +90,16 @@ TEST_CASE("every kind of bad file names file, line and key") {
         std::string::npos);
   CHECK(config_error("crr:\n  endpoints:\n    us-west-2: {url: ftp://x}\n").find("unsupported URL 'ftp://x'") !=
         std::string::npos);
+  CHECK(config_error("wal:\n  segmentBytes: 100\n").find("line 2: key 'wal.segmentBytes': must be at least 512 bytes") !=
+        std::string::npos);
+  CHECK(config_error("crr:\n  retry: {initialBackoff: 2m, maxBackoff: 1m}\n").find("must not exceed maxBackoff") !=
+        std::string::npos);
+  CHECK(config_error("dedup:\n  url: mysql://x\n").find("line 2: key 'dedup.url': unsupported store URL 'mysql://x'") !=
+        std::string::npos);
+  CHECK(config_error("serve:\n  listen: localhost\n").find("key 'serve.listen': 'localhost' is not HOST:PORT") !=
+        std::string::npos);
+  CHECK(config_error("serve:\n  listen: '[::1]:0'\n").find("is not HOST:PORT") != std::string::npos);
+  CHECK(config::parse("serve:\n  listen: '[::1]:8443'\n", "x").serve.listen == "[::1]:8443");
   CHECK(config_error("wal:\n  segmentBytes: lots\n").find("line 2: key 'wal.segmentBytes': invalid size 'lots'") !=
         std::string::npos);
 }

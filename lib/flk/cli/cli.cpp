@@ -34,6 +34,8 @@ void Tool::warn(const std::string& message) const {
   if (verbosity() >= 0) std::cerr << name_ << ": " << message << '\n';
 }
 
+void Tool::notice(const std::string& message) const { std::cerr << name_ << ": " << message << '\n'; }
+
 int Tool::run(int argc, char** argv, const std::function<int()>& body) {
   try {
     try {
@@ -79,7 +81,7 @@ CLI::Validator duration_validator() {
         }
         return {};
       },
-      "DURATION");
+      "");
 }
 
 CLI::Validator size_validator() {
@@ -92,7 +94,7 @@ CLI::Validator size_validator() {
         }
         return {};
       },
-      "SIZE");
+      "");
 }
 
 CLI::Validator region_validator() {
@@ -101,7 +103,7 @@ CLI::Validator region_validator() {
         if (!valid_region(s)) return fmt::format("invalid region name '{}': must match [a-z0-9][a-z0-9-]{{0,62}}", s);
         return {};
       },
-      "REGION");
+      "");
 }
 
 }  // namespace flk::cli

@@ -36,9 +36,11 @@ class Tool {
   // The configuration named by --config, $FLK_CONFIG or the default path (loaded once).
   const config::Config& config();
 
-  // Diagnostics on stderr: info only with -v, warnings unless -q.
+  // Diagnostics on stderr: info only with -v, warnings unless -q, notices always
+  // (for what an operator must not miss even with -q, such as data cut on recovery).
   void info(const std::string& message) const;
   void warn(const std::string& message) const;
+  void notice(const std::string& message) const;
 
   int run(int argc, char** argv, const std::function<int()>& body);
 

@@ -94,6 +94,21 @@ struct Walker {
 
 }  // namespace
 
+bool valid_listen_address(std::string_view s) {
+  size_t colon = s.rfind(':');
+  if (colon == std::string_view::npos || colon == 0) return false;
+  std::string_view host = s.substr(0, colon), port = s.substr(colon + 1);
+  if (host.front() == '[' ? host.back() != ']' || host.size() < 3 : host.find(':') != std::string_view::npos)
+    return false;
+  if (port.empty() || port.size() > 5) return false;
+  unsigned p = 0;
+  for (char ch : port) {
+    if (ch < '0' || ch > '9') return false;
+    p = p * 10 + static_cast<unsigned>(ch - '0');
+  }
+  return p >= 1 && p <= 65535;
+}
+
 std::vector<std::string> Config::targets() const {
   switch (crr.mode) {
     case Mode::two_region: return crr.target_regions;
@@ -136,11 +151,23 @@ Config parse(const std::string& text, const std::string& name) {
       });
     } else if (key == "wal") {
       w.map(v, key, {"segmentBytes", "segmentAge"}, [&](const std::string& k, const YAML::Node& x) {
-        if (k == "wal.segmentBytes") c.wal.segment_bytes = w.size(x, k);
+        if (k == "wal.segmentBytes") {
+          c.wal.segment_bytes = w.size(x, k);
+          if (c.wal.segment_bytes < kMinSegmentBytes)
+            w.bad(x, k, fmt::format("must be at least {} bytes", kMinSegmentBytes));
+        }
         else c.wal.segment_age = w.duration(x, k);
       });
     } else if (key == "dedup") {
-      w.map(v, key, {"url"}, [&](const std::string& k, const YAML::Node& x) { c.dedup.url = w.str(x, k); });
+      w.map(v, key, {"url"}, [&](const std::string& k, const YAML::Node& x) {
+        c.dedup.url = w.str(x, k);
+        bool known = false;
+        for (const char* scheme : {"sqlite://", "postgres://", "postgresql://", "redis://"})
+          known = known || c.dedup.url.rfind(scheme, 0) == 0;
+        if (!known)
+          w.bad(x, k, fmt::format("unsupported store URL '{}' (sqlite:///path, postgres://…, redis://host:port/db)",
+                                  c.dedup.url));
+      });
     } else if (key == "crr") {
       w.map(v, key,
             {"enabled", "sourceRegion", "targetRegions", "replicationMode", "peers", "policies", "endpoints", "retry"},
@@ -207,6 +234,8 @@ Config parse(const std::string& text, const std::string& name) {
                   else if (kk == "crr.retry.maxBackoff") c.crr.retry.max_backoff = d;
                   else c.crr.retry.deadline = d;
                 });
+                if (c.crr.retry.initial_backoff > c.crr.retry.max_backoff)
+                  w.bad(x, k + ".initialBackoff", "must not exceed maxBackoff");
               }
             });
     } else if (key == "serve") {
@@ -221,7 +250,10 @@ Config parse(const std::string& text, const std::string& name) {
           return;
         }
         std::string s = w.str(x, k);
-        if (k == "serve.listen") c.serve.listen = s;
+        if (k == "serve.listen") {
+          if (!valid_listen_address(s)) w.bad(x, k, fmt::format("'{}' is not HOST:PORT (port 1–65535)", s));
+          c.serve.listen = s;
+        }
         else if (k == "serve.tlsCert") c.serve.tls_cert = s;
         else if (k == "serve.tlsKey") c.serve.tls_key = s;
         else c.serve.client_ca = s;

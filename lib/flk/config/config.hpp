@@ -11,6 +11,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "flk/util/time.hpp"
@@ -85,5 +86,10 @@ Config parse(const std::string& yaml_text, const std::string& name);
 Config load(const std::optional<std::string>& explicit_path);
 
 constexpr const char* kDefaultPath = "/etc/flk/flk.yaml";
+// The smallest wal.segmentBytes (and --segment-bytes) accepted.
+constexpr uint64_t kMinSegmentBytes = 512;
+
+// "HOST:PORT" or "[V6]:PORT", port 1–65535.
+bool valid_listen_address(std::string_view s);
 
 }  // namespace flk::config

@@ -196,12 +196,23 @@ std::optional<SealedSegment> request_seal(const std::filesystem::path& dir, time
   if (files.empty() || files.back().sealed) return std::nullopt;
   const SegmentFile open = files.back();
   if (stat_segment(open).counts.records == 0) return std::nullopt;
-  std::string comm;
+  // Only a running `flk-wal append` handles SIGUSR1 (to anything else it is fatal):
+  // check the holder's argv ("flk-wal" … "append").
+  bool is_append = false;
   try {
-    comm = fs::read_file(fmt::format("/proc/{}/comm", pid.value_or(0)));
+    std::string cmdline = fs::read_file(fmt::format("/proc/{}/cmdline", pid.value_or(0)));
+    std::vector<std::string> argv;
+    for (size_t at = 0; at < cmdline.size();) {
+      size_t end = cmdline.find('\0', at);
+      if (end == std::string::npos) end = cmdline.size();
+      argv.push_back(cmdline.substr(at, end - at));
+      at = end + 1;
+    }
+    is_append = !argv.empty() && std::filesystem::path(argv[0]).filename() == "flk-wal" &&
+                std::find(argv.begin() + 1, argv.end(), "append") != argv.end();
   } catch (const Error&) {
   }
-  if (!pid || comm != "flk-wal\n")
+  if (!pid || !is_append)
     fail(Code::temp_fail, "cannot lock '{}': held by {} (not a running flk-wal append)", lock.string(),
          pid ? fmt::format("pid {}", *pid) : "another process");
   if (::kill(static_cast<pid_t>(*pid), SIGUSR1) != 0) throw sys_error("cannot signal the writer of", dir.string(), errno);

@@ -56,14 +56,32 @@ static std::optional<hash::Digest> read_sidecar(const stdfs::path& segment) {
   return std::nullopt;
 }
 
+// Opens a listed segment for reading. A writer may seal an open segment (rename
+// N.open → N.wal) between the listing and the open: then the sealed file is opened
+// and f says so. An open segment renamed while it is being read is still read
+// through its descriptor; the seal frame at its end then says it was sealed.
+static fs::Fd open_listed(SegmentFile& f) {
+  try {
+    return fs::Fd::open(f.path.string(), O_RDONLY);
+  } catch (const Error& e) {
+    if (f.sealed || e.code() != Code::no_input) throw;
+    stdfs::path sealed = f.path.parent_path() / segment_file_name(f.sequence, true);
+    fs::Fd fd = fs::Fd::open(sealed.string(), O_RDONLY);
+    f.sealed = true;
+    f.path = sealed;
+    return fd;
+  }
+}
+
 [[noreturn]] static void damaged(const stdfs::path& p, uint64_t offset, std::string_view why) {
   fail(Code::data, "segment '{}': offset {}: {}", p.string(), offset, why);
 }
 
-SegmentStat stat_segment(const SegmentFile& f) {
+SegmentStat stat_segment(const SegmentFile& listed) {
   SegmentStat st;
+  SegmentFile f = listed;
+  fs::Fd fd = open_listed(f);
   st.file = f;
-  fs::Fd fd = fs::Fd::open(f.path.string(), O_RDONLY);
   st.bytes = fd.size();
   if (f.sealed) {
     std::string hb(kHeaderSize, '\0');
@@ -85,8 +103,8 @@ SegmentStat stat_segment(const SegmentFile& f) {
   for (;;) {
     auto s = r.next();
     if (s == SegmentReader::Status::record) continue;
+    if (s == SegmentReader::Status::seal) continue;  // being sealed: the rename follows
     if (s == SegmentReader::Status::damage && !r.damage().tail) damaged(f.path, r.damage().offset, r.damage().why);
-    if (s == SegmentReader::Status::seal) damaged(f.path, r.frame_offset(), "open segment is already sealed");
     break;
   }
   if (!r.header_ok()) damaged(f.path, 0, r.damage().why);
@@ -96,10 +114,23 @@ SegmentStat stat_segment(const SegmentFile& f) {
   return st;
 }
 
+std::optional<std::string> wal_region(const stdfs::path& dir) {
+  std::error_code ec;
+  if (!stdfs::is_directory(dir, ec)) return std::nullopt;
+  auto files = list_segments(dir);
+  if (files.empty()) return std::nullopt;
+  return stat_segment(files.back()).header.region;
+}
+
 uint64_t read_segment(const stdfs::path& path, bool sealed, const std::function<void(const Record&)>& fn,
                       const std::function<void(const Header&)>& on_header, hash::Sha256* hasher) {
-  FileSource src(fs::Fd::open(path.string(), O_RDONLY));
-  SegmentReader r(src, path.string(), hasher);
+  SegmentFile f{0, sealed, path};
+  if (!sealed) {
+    bool is_sealed = false;
+    f.sequence = parse_segment_file_name(path.filename().string(), &is_sealed).value_or(0);
+  }
+  FileSource src(f.sequence ? open_listed(f) : fs::Fd::open(path.string(), O_RDONLY));
+  SegmentReader r(src, f.path.string(), hasher);
   uint64_t n = 0;
   bool seal_seen = false;
   for (;;) {
@@ -114,11 +145,11 @@ uint64_t read_segment(const stdfs::path& path, bool sealed, const std::function<
         seal_seen = true;
         continue;
       case SegmentReader::Status::end:
-        if (sealed && !seal_seen) damaged(path, r.good_end(), "sealed segment has no seal frame");
+        if (f.sealed && !seal_seen) damaged(f.path, r.good_end(), "sealed segment has no seal frame");
         return n;
       case SegmentReader::Status::damage:
-        if (!sealed && r.damage().tail) return n;
-        damaged(path, r.damage().offset, r.damage().why);
+        if (!f.sealed && r.damage().tail) return n;
+        damaged(f.path, r.damage().offset, r.damage().why);
     }
   }
 }
@@ -130,16 +161,16 @@ bool verify_wal(const stdfs::path& dir, const std::function<void(const VerifyRes
   uint64_t prev_seq = 0;
   std::string region;
   for (size_t i = 0; i < files.size(); ++i) {
-    const SegmentFile& f = files[i];
+    SegmentFile& f = files[i];
     VerifyResult v;
-    v.file = f;
     auto problem = [&](std::string p) {
       if (v.ok) v.problem = std::move(p);
       else v.problem += "; " + p;
       v.ok = false;
     };
     try {
-      fs::Fd fd = fs::Fd::open(f.path.string(), O_RDONLY);
+      fs::Fd fd = open_listed(f);
+      v.file = f;
       v.bytes = fd.size();
       FileSource src(std::move(fd));
       hash::Sha256 h;
@@ -176,20 +207,22 @@ bool verify_wal(const stdfs::path& dir, const std::function<void(const VerifyRes
                               hash::to_hex(hd.prev), prev_seq, hash::to_hex(*prev_digest)));
       }
       if (f.sealed && v.ok && !sealed_seen) problem(fmt::format("offset {}: sealed segment has no seal frame", r.good_end()));
-      if (!f.sealed && sealed_seen) problem("open segment carries a seal frame");
+      if (!f.sealed && sealed_seen && v.note.empty())
+        v.note = "sealed but not yet renamed: a writer is sealing it, or finishes it when it next opens the WAL";
       if (!f.sealed && i + 1 != files.size()) problem("an open segment that is not the last");
       if (i > 0 && files[i - 1].sequence == f.sequence) problem("both sealed and open files exist for this sequence");
       v.sha256 = h.finish();
       if (f.sealed) {
         auto side = read_sidecar(f.path);
         if (!side) {
-          if (v.note.empty()) v.note = "digest sidecar missing: the writer recreates it";
+          if (v.note.empty()) v.note = "digest sidecar missing: the writer recreates it when it next opens the WAL";
         } else if (v.ok && *side != *v.sha256) {
           problem(fmt::format("digest {} does not match sidecar '{}' ({})", hash::to_hex(*v.sha256),
                               sidecar_path(f.path), hash::to_hex(*side)));
         }
       }
     } catch (const Error& e) {
+      v.file = f;
       problem(e.what());
     }
     prev_digest = v.sha256;

@@ -26,6 +26,9 @@ struct SegmentFile {
 // directory does not exist.
 std::vector<SegmentFile> list_segments(const std::filesystem::path& dir);
 
+// The region named in the headers of a WAL's segments (its last segment's), if any.
+std::optional<std::string> wal_region(const std::filesystem::path& dir);
+
 // What `flk-wal ls` shows of a segment.
 struct SegmentStat {
   SegmentFile file;

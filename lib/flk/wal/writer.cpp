@@ -9,6 +9,7 @@
 
 #include <fmt/format.h>
 
+#include "flk/config/config.hpp"
 #include "flk/util/error.hpp"
 #include "flk/wal/dir.hpp"
 
@@ -32,9 +33,9 @@ Writer::~Writer() = default;
 
 std::unique_ptr<Writer> Writer::open(WriterOptions options) {
   check_region(options.region);
-  if (options.segment_bytes < kHeaderSize + kSealFrameSize + 64)
+  if (options.segment_bytes < config::kMinSegmentBytes)
     fail(Code::usage, "invalid segment size {}: must be at least {} bytes", options.segment_bytes,
-         kHeaderSize + kSealFrameSize + 64);
+         config::kMinSegmentBytes);
   if (options.segment_age <= 0) fail(Code::usage, "invalid segment age: must be positive");
   std::unique_ptr<Writer> w(new Writer(std::move(options)));
   w->recover();
@@ -76,17 +77,20 @@ void Writer::recover() {
       fail(Code::usage, "WAL '{}' belongs to region '{}', not '{}'", dir.string(), h.region, opts_.region);
   };
 
+  // Sealed segments without a digest sidecar (a crash after the rename and before
+  // the sidecar's directory sync, or a deleted file): recompute and rewrite it.
+  for (const SegmentFile& f : files) {
+    std::string side = f.path.string() + ".sha256";
+    if (!f.sealed || ::access(side.c_str(), F_OK) == 0) continue;
+    log(fmt::format("recovering: segment '{}': rewriting missing digest sidecar", f.path.string()));
+    fs::write_file_atomic(side, digest_sidecar_line(file_digest(f.path), f.path.filename().string()));
+  }
   // The last sealed segment: its digest links the next segment into the chain.
   for (auto it = files.rbegin(); it != files.rend(); ++it) {
     if (!it->sealed) continue;
     SegmentStat st = stat_segment(*it);
     check_header(st.header, *it);
     last_sealed_ = it->sequence;
-    std::string side = it->path.string() + ".sha256";
-    if (::access(side.c_str(), F_OK) != 0) {
-      log(fmt::format("recovering: segment '{}': rewriting missing digest sidecar", it->path.string()));
-      fs::write_file_atomic(side, digest_sidecar_line(*st.sha256, it->path.filename().string()));
-    }
     last_sealed_digest_ = *st.sha256;
     break;
   }
