@@ -6,7 +6,7 @@ DESTDIR  ?=
 JOBS     ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps configure test install bench fuzz clean lint
+.PHONY: all deps configure test install bench demo clean lint
 
 all: configure
 	cmake --build $(BUILD) -j $(JOBS)
@@ -25,6 +25,9 @@ install: all
 
 bench: all
 	bench/run.sh $(BUILD)
+
+demo: all
+	scripts/demo.sh $(BUILD)/bin
 
 lint:
 	mandoc -Tlint -Wwarning man/*.[157]
