@@ -208,6 +208,41 @@ assert_cat_stops() {
   assert_equal "$output" "$(records_before 2 0)" "records printed before the gap"
 }
 
+@test "cat --since still refuses a gap and a foreign segment after the skipped ones" {
+  # --since skips sealed segments that end before the time; the chain must still hold
+  # across them (flk-wal(1): their sidecars link it).
+  local since
+  since=$(flk-wal cat "$WAL/0000000000000003.wal" | jq -r .ts | head -1)
+  rm "$SEG2" "$SEG2.sha256"
+  run --separate-stderr flk-wal cat --wal-dir "$WAL" --since "$since"
+  assert_status 65
+  assert_stderr_has "0000000000000003.wal"
+  rm -rf "$WAL"
+  cp -a "$PRISTINE" "$WAL"
+  local other=$BATS_TEST_TMPDIR/other
+  gen_records 64 foreign | flk-wal append --wal-dir "$other" --region "$REGION" --segment-bytes 2KiB \
+    --segment-age 10ms >/dev/null
+  cp "$other/0000000000000003.wal" "$other/0000000000000003.wal.sha256" "$WAL/"
+  run --separate-stderr flk-wal cat --wal-dir "$WAL" --since "$since"
+  assert_status 65
+  assert_stderr_has "0000000000000003.wal" "offset 32"
+  [[ $output != *foreign-* ]]
+}
+
+@test "cat of named segment files may skip numbers, but checks the chain between neighbours" {
+  run --separate-stderr flk-wal cat "$WAL/0000000000000001.wal" "$WAL/0000000000000003.wal"
+  assert_status 0
+  assert_equal "$output" "$(flk-wal cat "$PRISTINE/0000000000000001.wal"; flk-wal cat "$PRISTINE/0000000000000003.wal")" \
+    "records of segments 1 and 3"
+  local other=$BATS_TEST_TMPDIR/other
+  gen_records 64 foreign | flk-wal append --wal-dir "$other" --region "$REGION" --segment-bytes 2KiB \
+    --segment-age 10ms >/dev/null
+  run --separate-stderr flk-wal cat "$WAL/0000000000000001.wal" "$other/0000000000000002.wal"
+  assert_status 65
+  assert_stderr_has "$other/0000000000000002.wal" "offset 32"
+  [[ $output != *foreign-* ]]
+}
+
 @test "a deleted middle segment (a gap): append refuses to write" {
   rm "$SEG2" "$SEG2.sha256"
   run --separate-stderr wal_append < <(gen_records 1 late 100)
@@ -335,4 +370,17 @@ open_segment_with_tail() {
   assert_stderr_has recovering "sidecar"
   run sh -c 'cd "$1" && sha256sum --strict -c "$2"' sh "$WAL" "${last##*/}.sha256"
   assert_status 0
+}
+
+@test "a missing sidecar of a middle segment is rewritten by the next writer" {
+  rm "$SEG2.sha256"
+  run --separate-stderr flk-wal verify --wal-dir "$WAL"
+  assert_status 0
+  assert_stderr_has "sidecar"
+  run --separate-stderr wal_append --keep-open </dev/null
+  assert_status 0
+  assert_stderr_has recovering "$SEG2" "sidecar"
+  run sh -c 'cd "$1" && sha256sum --strict -c ./*.wal.sha256' sh "$WAL"
+  assert_status 0
+  [[ $(grep -c ': OK$' <<<"$output") == "$NSEG" ]]
 }

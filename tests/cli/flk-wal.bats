@@ -575,6 +575,20 @@ bad_input() {
   bad_input '{"pcs_id":"a\u0007b","tenant_id":"t","outcome":"accepted"}' "field 'pcs_id'"
 }
 
+@test "bad input: invalid UTF-8" {
+  bad_input $'{"pcs_id":"x","tenant_id":"t\xff\xfe","outcome":"accepted"}' "UTF-8"
+}
+
+@test "bad input: tenant_id of 256 bytes (128 two-byte characters)" {
+  local t
+  t=$(printf 'é%.0s' $(seq 128))
+  bad_input "{\"pcs_id\":\"x\",\"tenant_id\":\"$t\",\"outcome\":\"accepted\"}" "field 'tenant_id'" 255
+}
+
+@test "bad input: control character in tenant_id" {
+  bad_input '{"pcs_id":"x","tenant_id":"a\nb","outcome":"accepted"}' "field 'tenant_id'"
+}
+
 @test "bad input: bad region name" {
   bad_input '{"pcs_id":"x","tenant_id":"t","outcome":"accepted","region":"US_East-1"}' "field 'region'" US_East-1
 }
