@@ -43,3 +43,38 @@ inline Record make_record(int i, std::string region = "us-east-1", Outcome o = O
 }
 
 }  // namespace flk::test
+
+#include <fstream>
+#include <random>
+#include <utility>
+#include <vector>
+
+namespace flk::test {
+
+// The store URLs to run the common store tests against: SQLite in `dir` always, and
+// PostgreSQL / Redis when the test servers run ($FLK_TEST_SERVERS/<name>.url, written
+// by tests/servers/start.sh). Each call gives fresh, isolated stores (a new file, a
+// new PostgreSQL schema, a new Redis key prefix).
+inline std::vector<std::pair<std::string, std::string>> store_urls(const std::filesystem::path& dir) {
+  static int counter = 0;
+  ++counter;
+  std::string tag = "t" + std::to_string(::getpid()) + "_" + std::to_string(counter);
+  std::vector<std::pair<std::string, std::string>> out;
+  out.emplace_back("sqlite", "sqlite://" + (dir / (tag + ".db")).string());
+  const char* servers = std::getenv("FLK_TEST_SERVERS");
+  if (!servers) return out;
+  auto read_url = [&](const char* name) -> std::string {
+    std::ifstream f(std::filesystem::path(servers) / (std::string(name) + ".url"));
+    std::string url;
+    std::getline(f, url);
+    return url;
+  };
+  auto with = [](const std::string& url, const std::string& param) {
+    return url + (url.find('?') == std::string::npos ? "?" : "&") + param;
+  };
+  if (std::string pg = read_url("postgres"); !pg.empty()) out.emplace_back("postgres", with(pg, "schema=" + tag));
+  if (std::string rd = read_url("redis"); !rd.empty()) out.emplace_back("redis", with(rd, "prefix=" + tag));
+  return out;
+}
+
+}  // namespace flk::test

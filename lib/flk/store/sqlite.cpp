@@ -1,0 +1,435 @@
+// The SQLite back end: the embedded default (sqlite:///path/dedup.db).
+//
+// Schema (version store::kSchemaVersion):
+//   meta(key TEXT PRIMARY KEY, value TEXT)                     schema_version
+//   records(pcs_id TEXT PRIMARY KEY, tenant_id, outcome, ts, region, params, payload,
+//           digest BLOB) WITHOUT ROWID                          the winners
+//   evidence(pcs_id, digest, tenant_id, outcome, ts, region, params, payload,
+//            detected_at, PRIMARY KEY(pcs_id, digest)) WITHOUT ROWID
+//   watermarks(source TEXT PRIMARY KEY, sequence, digest BLOB, updated)
+// TEXT keys compare with the BINARY collation (memcmp), so scans come in bytewise
+// pcs_id order, as in the other back ends.
+//
+// Durability: WAL journal mode with synchronous=NORMAL. A power loss can lose the last
+// transactions, never half of one; since records and their watermark commit together,
+// a lost transaction is simply replayed again (replay is idempotent).
+//
+// Rebuild: the scratch store is a file beside the store ("<path>.rebuild"), loaded with
+// the journal off and synced once at the end; replace_with() checkpoints the live store
+// and takes it out of WAL mode (so no stale -wal file can be applied to the new one),
+// renames the scratch file over it, syncs the directory and reopens.
+#include <fcntl.h>
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+
+#include <fmt/format.h>
+
+#include "flk/store/backends.hpp"
+#include "flk/util/error.hpp"
+#include "flk/util/fs.hpp"
+#include "flk/util/time.hpp"
+
+namespace flk::store {
+
+namespace {
+
+namespace stdfs = std::filesystem;
+
+class Db;
+
+// A prepared statement, reset after each use.
+class Stmt {
+ public:
+  Stmt() = default;
+  Stmt(Db& db, const char* sql);
+  Stmt(Stmt&& o) noexcept : db_(o.db_), s_(o.s_) { o.s_ = nullptr; }
+  Stmt& operator=(Stmt&& o) noexcept {
+    std::swap(db_, o.db_);
+    std::swap(s_, o.s_);
+    return *this;
+  }
+  ~Stmt() { sqlite3_finalize(s_); }
+
+  Stmt& text(int i, std::string_view v) {
+    check(sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC));
+    return *this;
+  }
+  Stmt& opt_text(int i, const std::optional<std::string>& v) {
+    if (v) return text(i, *v);
+    check(sqlite3_bind_null(s_, i));
+    return *this;
+  }
+  Stmt& blob(int i, const void* p, size_t n) {
+    check(sqlite3_bind_blob(s_, i, p, static_cast<int>(n), SQLITE_STATIC));
+    return *this;
+  }
+  Stmt& i64(int i, int64_t v) {
+    check(sqlite3_bind_int64(s_, i, v));
+    return *this;
+  }
+  bool step();  // true: a row; false: done (then reset)
+  void run() {
+    while (step()) {
+    }
+  }
+  void reset() {
+    sqlite3_reset(s_);
+    sqlite3_clear_bindings(s_);
+  }
+
+  std::string_view col_text(int i) const {
+    auto p = reinterpret_cast<const char*>(sqlite3_column_text(s_, i));
+    return p ? std::string_view(p, static_cast<size_t>(sqlite3_column_bytes(s_, i))) : std::string_view();
+  }
+  std::optional<std::string> col_opt_text(int i) const {
+    if (sqlite3_column_type(s_, i) == SQLITE_NULL) return std::nullopt;
+    return std::string(col_text(i));
+  }
+  int64_t col_i64(int i) const { return sqlite3_column_int64(s_, i); }
+  hash::Digest col_digest(int i) const {
+    hash::Digest d{};
+    if (sqlite3_column_bytes(s_, i) == 32) std::memcpy(d.data(), sqlite3_column_blob(s_, i), 32);
+    return d;
+  }
+
+ private:
+  void check(int rc);
+  Db* db_ = nullptr;
+  sqlite3_stmt* s_ = nullptr;
+};
+
+// The connection, with errors that name the store.
+class Db {
+ public:
+  Db(std::string path, std::string url) : path_(std::move(path)), url_(std::move(url)) {}
+  ~Db() { close(); }
+
+  void open() {
+    stdfs::path parent = stdfs::path(path_).parent_path();
+    if (!parent.empty()) {
+      try {
+        fs::make_dirs(parent);
+      } catch (const Error& e) {
+        throw e.wrap(fmt::format("store '{}'", url_));
+      }
+    }
+    int rc = sqlite3_open_v2(path_.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             nullptr);
+    if (rc != SQLITE_OK) {
+      std::string msg = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
+      close();
+      fail(rc == SQLITE_CANTOPEN ? Code::cant_create : Code::io, "store '{}': cannot open: {}", url_, msg);
+    }
+    sqlite3_busy_timeout(db_, 10000);
+    sqlite3_extended_result_codes(db_, 1);
+  }
+  void close() {
+    if (db_) sqlite3_close_v2(db_);
+    db_ = nullptr;
+  }
+
+  void exec(const char* sql) {
+    char* err = nullptr;
+    int rc = sqlite3_exec(db_, sql, nullptr, nullptr, &err);
+    if (rc != SQLITE_OK) {
+      std::string msg = err ? err : sqlite3_errstr(rc);
+      sqlite3_free(err);
+      raise(rc, msg);
+    }
+  }
+
+  [[noreturn]] void raise(int rc, const std::string& msg) {
+    int primary = rc & 0xff;
+    Code code = Code::io;
+    if (primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB) code = Code::data;
+    else if (primary == SQLITE_BUSY || primary == SQLITE_LOCKED) code = Code::temp_fail;
+    else if (primary == SQLITE_READONLY || primary == SQLITE_PERM || primary == SQLITE_AUTH) code = Code::no_perm;
+    else if (primary == SQLITE_CANTOPEN) code = Code::cant_create;
+    fail(code, "store '{}': {}", url_, msg);
+  }
+
+  sqlite3* get() { return db_; }
+  const std::string& path() const { return path_; }
+  const std::string& url() const { return url_; }
+
+ private:
+  std::string path_, url_;
+  sqlite3* db_ = nullptr;
+};
+
+Stmt::Stmt(Db& db, const char* sql) : db_(&db) {
+  int rc = sqlite3_prepare_v3(db.get(), sql, -1, SQLITE_PREPARE_PERSISTENT, &s_, nullptr);
+  if (rc != SQLITE_OK) db.raise(rc, sqlite3_errmsg(db.get()));
+}
+
+void Stmt::check(int rc) {
+  if (rc != SQLITE_OK) db_->raise(rc, sqlite3_errmsg(db_->get()));
+}
+
+bool Stmt::step() {
+  int rc = sqlite3_step(s_);
+  if (rc == SQLITE_ROW) return true;
+  if (rc == SQLITE_DONE) {
+    sqlite3_reset(s_);
+    return false;
+  }
+  std::string msg = sqlite3_errmsg(db_->get());
+  reset();
+  db_->raise(rc, msg);
+}
+
+constexpr const char* kSchema = R"(
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS records(
+  pcs_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, outcome INTEGER NOT NULL, ts INTEGER NOT NULL,
+  region TEXT NOT NULL, params TEXT, payload TEXT, digest BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS evidence(
+  pcs_id TEXT NOT NULL, digest BLOB NOT NULL, tenant_id TEXT NOT NULL, outcome INTEGER NOT NULL,
+  ts INTEGER NOT NULL, region TEXT NOT NULL, params TEXT, payload TEXT, detected_at INTEGER NOT NULL,
+  PRIMARY KEY(pcs_id, digest)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS watermarks(
+  source TEXT PRIMARY KEY, sequence INTEGER NOT NULL, digest BLOB NOT NULL, updated INTEGER NOT NULL) WITHOUT ROWID;
+)";
+
+constexpr const char* kRecordColumns = "pcs_id, tenant_id, outcome, ts, region, params, payload, digest";
+
+Stored read_stored(const Stmt& s) {
+  Stored st;
+  st.record.pcs_id = s.col_text(0);
+  st.record.tenant_id = s.col_text(1);
+  st.record.outcome = static_cast<Outcome>(s.col_i64(2));
+  st.record.ts = s.col_i64(3);
+  st.record.region = s.col_text(4);
+  st.record.params = s.col_opt_text(5);
+  st.record.payload = s.col_opt_text(6);
+  st.digest = s.col_digest(7);
+  return st;
+}
+
+void bind_record(Stmt& s, const Record& r, const hash::Digest& d) {
+  s.text(1, r.pcs_id)
+      .text(2, r.tenant_id)
+      .i64(3, static_cast<int64_t>(r.outcome))
+      .i64(4, r.ts)
+      .text(5, r.region)
+      .opt_text(6, r.params)
+      .opt_text(7, r.payload)
+      .blob(8, d.data(), d.size());
+}
+
+class SqliteStore final : public Store {
+ public:
+  SqliteStore(std::string path, std::string url, bool scratch) : db_(std::move(path), std::move(url)), scratch_(scratch) {
+    open_db();
+  }
+
+  std::string url() const override { return db_.url(); }
+
+  ApplyStats apply(std::span<const Record> records, const Watermark* advance) override {
+    Tx tx(*this);
+    std::unordered_map<std::string, Stored> current;
+    for (const std::string& id : distinct_ids(records)) {
+      get_.text(1, id);
+      if (get_.step()) current.emplace(id, read_stored(get_));
+      get_.reset();
+    }
+    Plan p = plan(records, current, timeutil::now());
+    for (const Stored& s : p.upserts) {
+      bind_record(put_, s.record, s.digest);
+      put_.run();
+      put_.reset();
+    }
+    add_evidence(p.evidence);
+    if (advance) write_watermark(*advance);
+    tx.commit();
+    return p.stats;
+  }
+
+  std::optional<Watermark> watermark(std::string_view source) override {
+    Stmt s(db_, "SELECT source, sequence, digest, updated FROM watermarks WHERE source = ?1");
+    s.text(1, source);
+    if (!s.step()) return std::nullopt;
+    Watermark w = read_watermark(s);
+    s.reset();
+    return w;
+  }
+
+  std::vector<Watermark> watermarks() override {
+    Stmt s(db_, "SELECT source, sequence, digest, updated FROM watermarks ORDER BY source");
+    std::vector<Watermark> out;
+    while (s.step()) out.push_back(read_watermark(s));
+    return out;
+  }
+
+  void set_watermark(const Watermark& w) override {
+    Tx tx(*this);
+    write_watermark(w);
+    tx.commit();
+  }
+
+  void scan(const std::function<void(const Stored&)>& fn) override {
+    Stmt s(db_, fmt::format("SELECT {} FROM records ORDER BY pcs_id", kRecordColumns).c_str());
+    while (s.step()) fn(read_stored(s));
+  }
+
+  void scan_evidence(const std::function<void(const Evidence&)>& fn) override {
+    Stmt s(db_, "SELECT pcs_id, tenant_id, outcome, ts, region, params, payload, digest, detected_at FROM evidence "
+                "ORDER BY pcs_id, digest");
+    while (s.step()) {
+      Stored st = read_stored(s);
+      fn(Evidence{std::move(st.record), st.digest, s.col_i64(8)});
+    }
+  }
+
+  uint64_t count() override {
+    Stmt s(db_, "SELECT count(*) FROM records");
+    uint64_t n = s.step() ? static_cast<uint64_t>(s.col_i64(0)) : 0;
+    s.reset();
+    return n;
+  }
+
+  void bulk_load(const std::function<bool(Stored&)>& next, std::span<const Evidence> evidence) override {
+    Tx tx(*this);
+    Stored st;
+    std::string last;
+    bool first = true;
+    while (next(st)) {
+      if (!first && st.record.pcs_id <= last)
+        fail(Code::internal, "store '{}': bulk load out of order at '{}'", db_.url(), st.record.pcs_id);
+      first = false;
+      last = st.record.pcs_id;
+      bind_record(insert_, st.record, st.digest);
+      insert_.run();
+      insert_.reset();
+    }
+    add_evidence(evidence);
+    tx.commit();
+  }
+
+  std::unique_ptr<Store> open_scratch() override {
+    std::string path = db_.path() + ".rebuild";
+    remove_files(path);
+    return std::make_unique<SqliteStore>(path, db_.url() + ".rebuild", true);
+  }
+
+  void replace_with(std::unique_ptr<Store> scratch_store) override {
+    auto* scratch = dynamic_cast<SqliteStore*>(scratch_store.get());
+    if (!scratch || !scratch->scratch_) fail(Code::internal, "store '{}': replace_with needs its own scratch store", db_.url());
+    std::string from = scratch->db_.path();
+    scratch->db_.exec("PRAGMA journal_mode=DELETE");
+    scratch->db_.close();
+    scratch_store.reset();
+    fs::Fd::open(from, O_RDWR).sync();
+    // Out of WAL mode, so that no -wal file of the old store outlives it.
+    db_.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+    db_.exec("PRAGMA journal_mode=DELETE");
+    finalize_statements();
+    db_.close();
+    if (::rename(from.c_str(), db_.path().c_str()) != 0)
+      throw sys_error("cannot rename into", db_.path(), errno, Code::cant_create);
+    stdfs::path dir = stdfs::path(db_.path()).parent_path();
+    fs::sync_dir(dir.empty() ? stdfs::path(".") : dir);
+    open_db();
+  }
+
+ private:
+  // BEGIN IMMEDIATE … COMMIT, rolled back if not committed.
+  class Tx {
+   public:
+    explicit Tx(SqliteStore& s) : s_(s) { s_.db_.exec("BEGIN IMMEDIATE"); }
+    ~Tx() {
+      if (!done_) sqlite3_exec(s_.db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
+    }
+    void commit() {
+      s_.db_.exec("COMMIT");
+      done_ = true;
+    }
+
+   private:
+    SqliteStore& s_;
+    bool done_ = false;
+  };
+
+  void open_db() {
+    db_.open();
+    if (scratch_) {
+      db_.exec("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF");
+    } else {
+      db_.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL");
+    }
+    {
+      Tx tx(*this);
+      db_.exec(kSchema);
+      Stmt get(db_, "SELECT value FROM meta WHERE key = 'schema_version'");
+      if (get.step()) {
+        int v = std::atoi(std::string(get.col_text(0)).c_str());
+        get.reset();
+        if (v > kSchemaVersion)
+          fail(Code::config, "store '{}': schema version {} is newer than this flk understands ({})", db_.url(), v,
+               kSchemaVersion);
+      } else {
+        Stmt put(db_, "INSERT INTO meta(key, value) VALUES('schema_version', ?1)");
+        put.text(1, std::to_string(kSchemaVersion)).run();
+      }
+      tx.commit();
+    }
+    get_ = Stmt(db_, fmt::format("SELECT {} FROM records WHERE pcs_id = ?1", kRecordColumns).c_str());
+    put_ = Stmt(db_, fmt::format("INSERT OR REPLACE INTO records({}) VALUES(?1,?2,?3,?4,?5,?6,?7,?8)", kRecordColumns).c_str());
+    insert_ = Stmt(db_, fmt::format("INSERT INTO records({}) VALUES(?1,?2,?3,?4,?5,?6,?7,?8)", kRecordColumns).c_str());
+    evidence_ = Stmt(db_,
+                     "INSERT OR IGNORE INTO evidence(pcs_id, tenant_id, outcome, ts, region, params, payload, digest, "
+                     "detected_at) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)");
+    watermark_ = Stmt(db_, "INSERT OR REPLACE INTO watermarks(source, sequence, digest, updated) VALUES(?1,?2,?3,?4)");
+    unmark_ = Stmt(db_, "DELETE FROM watermarks WHERE source = ?1");
+  }
+
+  void finalize_statements() {
+    for (Stmt* s : {&get_, &put_, &insert_, &evidence_, &watermark_, &unmark_}) *s = Stmt();
+  }
+
+  void add_evidence(std::span<const Evidence> ev) {
+    for (const Evidence& e : ev) {
+      bind_record(evidence_, e.record, e.digest);
+      evidence_.i64(9, e.detected_at);
+      evidence_.run();
+      evidence_.reset();
+    }
+  }
+
+  void write_watermark(const Watermark& w) {
+    if (w.sequence == 0) {
+      unmark_.text(1, w.source).run();
+      unmark_.reset();
+      return;
+    }
+    watermark_.text(1, w.source)
+        .i64(2, static_cast<int64_t>(w.sequence))
+        .blob(3, w.digest.data(), w.digest.size())
+        .i64(4, w.updated)
+        .run();
+    watermark_.reset();
+  }
+
+  static Watermark read_watermark(const Stmt& s) {
+    return Watermark{std::string(s.col_text(0)), static_cast<uint64_t>(s.col_i64(1)), s.col_digest(2), s.col_i64(3)};
+  }
+
+  static void remove_files(const std::string& path) {
+    for (const char* suffix : {"", "-wal", "-shm", "-journal"}) ::unlink((path + suffix).c_str());
+  }
+
+  Db db_;
+  bool scratch_;
+  Stmt get_, put_, insert_, evidence_, watermark_, unmark_;
+};
+
+}  // namespace
+
+std::unique_ptr<Store> open_sqlite(const std::string& path, const std::string& url) {
+  return std::make_unique<SqliteStore>(path, url, false);
+}
+
+}  // namespace flk::store

@@ -1,0 +1,115 @@
+#include "flk/store/store.hpp"
+
+#include <algorithm>
+
+#include "flk/store/backends.hpp"
+#include "flk/util/error.hpp"
+
+namespace flk::store {
+
+ApplyStats& ApplyStats::operator+=(const ApplyStats& o) {
+  inserted += o.inserted;
+  duplicates += o.duplicates;
+  replaced += o.replaced;
+  later += o.later;
+  conflicts += o.conflicts;
+  return *this;
+}
+
+std::string mask_url(std::string_view url) {
+  size_t scheme = url.find("://");
+  if (scheme == std::string_view::npos) return std::string(url);
+  size_t auth_start = scheme + 3;
+  size_t at = url.find('@', auth_start);
+  size_t slash = url.find('/', auth_start);
+  if (at == std::string_view::npos || (slash != std::string_view::npos && slash < at)) {
+    // No userinfo; a password may still come as a query parameter (libpq).
+    std::string out(url);
+    size_t p = out.find("password=");
+    if (p != std::string::npos) {
+      size_t end = out.find('&', p);
+      out.replace(p + 9, (end == std::string::npos ? out.size() : end) - (p + 9), "***");
+    }
+    return out;
+  }
+  size_t colon = url.find(':', auth_start);
+  if (colon == std::string_view::npos || colon > at) return std::string(url);
+  return std::string(url.substr(0, colon + 1)) + "***" + std::string(url.substr(at));
+}
+
+std::unique_ptr<Store> open(const std::string& url) {
+  auto starts = [&](std::string_view p) { return url.rfind(p, 0) == 0; };
+  if (starts("sqlite://")) {
+    std::string path = url.substr(9);
+    if (path.empty()) fail(Code::config, "invalid store URL '{}': no file path (sqlite:///path/dedup.db)", url);
+    return open_sqlite(path, url);
+  }
+  if (starts("postgres://") || starts("postgresql://")) return open_postgres(url);
+  if (starts("redis://")) return open_redis(url);
+  fail(Code::config, "invalid store URL '{}': unknown scheme (sqlite:///path, postgres://…, redis://host:port/db)",
+       mask_url(url));
+}
+
+hash::Digest content_digest(Store& s) {
+  hash::Sha256 h;
+  s.scan([&](const Stored& st) {
+    uint8_t n = static_cast<uint8_t>(st.record.pcs_id.size());
+    h.update(&n, 1);
+    h.update(st.record.pcs_id);
+    h.update(st.digest.data(), st.digest.size());
+  });
+  return h.finish();
+}
+
+std::vector<std::string> distinct_ids(std::span<const Record> records) {
+  std::vector<std::string> ids;
+  ids.reserve(records.size());
+  for (const Record& r : records) ids.push_back(r.pcs_id);
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  return ids;
+}
+
+Plan plan(std::span<const Record> records, std::unordered_map<std::string, Stored>& current, int64_t now) {
+  Plan p;
+  std::unordered_map<std::string, size_t> upsert_at;  // pcs_id → index in p.upserts
+  auto evidence = [&](const Record& r, const hash::Digest& d) {
+    for (const Evidence& e : p.evidence)  // batches are small; evidence rarer still
+      if (e.digest == d && e.record.pcs_id == r.pcs_id) return;
+    p.evidence.push_back({r, d, now});
+  };
+  for (const Record& r : records) {
+    hash::Digest d = record_digest(r);
+    auto it = current.find(r.pcs_id);
+    bool changed = false;
+    if (it == current.end()) {
+      it = current.emplace(r.pcs_id, Stored{r, d}).first;
+      ++p.stats.inserted;
+      changed = true;
+    } else if (it->second.digest == d) {
+      ++p.stats.duplicates;
+    } else {
+      Stored& cur = it->second;
+      if (cur.record.outcome != r.outcome) {
+        ++p.stats.conflicts;
+        evidence(cur.record, cur.digest);
+        evidence(r, d);
+      }
+      if (first_write_before(r, d, cur.record, cur.digest)) {
+        cur = Stored{r, d};
+        ++p.stats.replaced;
+        changed = true;
+      } else {
+        ++p.stats.later;
+      }
+    }
+    if (changed) {
+      auto [u, fresh] = upsert_at.emplace(r.pcs_id, p.upserts.size());
+      if (fresh) p.upserts.push_back(it->second);
+      else p.upserts[u->second] = it->second;
+    }
+  }
+  return p;
+}
+
+}  // namespace flk::store

@@ -1,0 +1,143 @@
+// The region-local dedup store (DESIGN.md §1, §3): pcs_id → the first write, the
+// conflict evidence, and the replay watermarks. One interface, three back ends chosen
+// by URL: sqlite:///path (embedded default), postgres://… (libpq), redis://host:port/db
+// (hiredis). Each C library is used only by its back end's .cpp file.
+//
+// First write wins: of two records for one pcs_id the one with the smallest
+// (ts, region, digest) is the winner (flk/core/record.hpp, first_write_before), so every
+// store that has seen the same records holds the same winners, whatever the order,
+// batching or duplication of delivery. A record whose outcome differs from the stored
+// winner's is a conflict: the winner is kept or installed by the rule, and both
+// records are kept as evidence.
+//
+// Thread safety: a Store object is used by one thread at a time. Several processes may
+// use one store; apply() is atomic (a transaction, or MULTI/EXEC / a Lua script).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "flk/core/record.hpp"
+#include "flk/util/hash.hpp"
+
+namespace flk::store {
+
+// A record as stored: the winner for its pcs_id and its digest (SHA-256 of the
+// canonical encoding).
+struct Stored {
+  Record record;
+  hash::Digest digest{};
+  bool operator==(const Stored&) const = default;
+};
+
+// One record kept as evidence of a conflict for its pcs_id.
+struct Evidence {
+  Record record;
+  hash::Digest digest{};
+  int64_t detected_at = 0;  // ns, when the conflict was first seen
+};
+
+// Where replay from one source region stands: the last segment applied.
+struct Watermark {
+  std::string source;
+  uint64_t sequence = 0;
+  hash::Digest digest{};
+  int64_t updated = 0;  // ns
+  bool operator==(const Watermark&) const = default;
+};
+
+struct ApplyStats {
+  uint64_t inserted = 0;    // records for a pcs_id new to the store
+  uint64_t duplicates = 0;  // records identical (same digest) to the stored winner
+  uint64_t replaced = 0;    // records that are an earlier write and became the winner
+  uint64_t later = 0;       // records that are a later write (not the winner)
+  uint64_t conflicts = 0;   // records whose outcome differed from the stored winner's
+  ApplyStats& operator+=(const ApplyStats& o);
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // The store's URL with any password masked (for messages).
+  virtual std::string url() const = 0;
+
+  // Applies records by first write wins and, when `advance` is given, sets the
+  // watermark of advance->source to it — all in one atomic step: after a crash either
+  // everything of the call is visible or nothing is. Records may come in any order
+  // and repeat. Throws Error (io/unavailable/…) naming the store; nothing is then
+  // changed.
+  virtual ApplyStats apply(std::span<const Record> records, const Watermark* advance) = 0;
+
+  virtual std::optional<Watermark> watermark(std::string_view source) = 0;
+  // Every watermark, sorted by source.
+  virtual std::vector<Watermark> watermarks() = 0;
+  // Sets (or with sequence 0, removes) a watermark unconditionally.
+  virtual void set_watermark(const Watermark& w) = 0;
+
+  // Every stored record in bytewise pcs_id order; memory stays bounded whatever the
+  // store's size.
+  virtual void scan(const std::function<void(const Stored&)>& fn) = 0;
+  // All evidence in (pcs_id, digest) order.
+  virtual void scan_evidence(const std::function<void(const Evidence&)>& fn) = 0;
+  virtual uint64_t count() = 0;
+
+  // Loads winners into this store, which must be empty: `next` fills its argument and
+  // returns true until the input ends; pcs_ids come in strictly increasing bytewise
+  // order. Evidence is added as given. The bulk path of a rebuild (no lookups). Not
+  // atomic: a failed load leaves a partial store, to be discarded.
+  virtual void bulk_load(const std::function<bool(Stored&)>& next, std::span<const Evidence> evidence) = 0;
+
+  // A new, empty store beside this one, for a rebuild (sqlite: a file beside it;
+  // postgres: another schema; redis: another database). Anything left there by an
+  // earlier, interrupted rebuild is removed first.
+  virtual std::unique_ptr<Store> open_scratch() = 0;
+  // Atomically replaces this store's whole content (records, evidence, watermarks)
+  // with the scratch store's. `scratch` is consumed. Readers see the old content or
+  // the new, never a mix; a crash before the swap leaves the old content intact.
+  virtual void replace_with(std::unique_ptr<Store> scratch) = 0;
+};
+
+// Opens (and creates or migrates the schema of) the store a URL names:
+//   sqlite:///var/lib/flk/dedup.db     (also sqlite://relative/path)
+//   postgres://user:pass@host:port/db?sslmode=…   (postgresql:// too; libpq conninfo URI)
+//   redis://[:pass@]host:port/db
+// Errors name the URL with the password masked: malformed URL or a schema version
+// this build does not know → config (78); server unreachable → unavailable (69);
+// authentication refused → no_perm (77).
+std::unique_ptr<Store> open(const std::string& url);
+
+// The URL with a password replaced by "***".
+std::string mask_url(std::string_view url);
+
+// SHA-256 over every stored (pcs_id, digest) in pcs_id order: two stores with the same
+// winners have the same content digest, whatever the back end.
+hash::Digest content_digest(Store& s);
+
+// The shared first-write-wins logic every back end uses.
+//
+// plan() applies `records` in order to `current` (pcs_id → stored winner, loaded by
+// the back end for the pcs_ids of the batch; absent = not stored), updating it, and
+// returns what to write: the new winners (one per pcs_id whose winner changed) and the
+// evidence to add. `now` stamps the evidence.
+struct Plan {
+  std::vector<Stored> upserts;
+  std::vector<Evidence> evidence;
+  ApplyStats stats;
+};
+Plan plan(std::span<const Record> records, std::unordered_map<std::string, Stored>& current, int64_t now);
+
+// The distinct pcs_ids of a batch (for the back end to load).
+std::vector<std::string> distinct_ids(std::span<const Record> records);
+
+// Schema version this build writes and understands (all back ends).
+constexpr int kSchemaVersion = 1;
+
+}  // namespace flk::store

@@ -1,0 +1,269 @@
+// The behaviour every store back end shares (store.hpp), run against SQLite and, when
+// the test servers run, PostgreSQL and Redis.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <map>
+#include <random>
+
+#include "flk/store/store.hpp"
+#include "flk/util/error.hpp"
+#include "flk/util/fs.hpp"
+#include "test_util.hpp"
+
+using namespace flk;
+using namespace flk::store;
+
+namespace {
+
+Record rec(std::string id, Outcome o, int64_t ts, std::string region = "us-east-1", std::string tenant = "t1") {
+  Record r;
+  r.pcs_id = std::move(id);
+  r.tenant_id = std::move(tenant);
+  r.outcome = o;
+  r.ts = ts;
+  r.region = std::move(region);
+  return r;
+}
+
+std::vector<Stored> contents(Store& s) {
+  std::vector<Stored> out;
+  s.scan([&](const Stored& st) { out.push_back(st); });
+  return out;
+}
+
+// The reference model: the first write per pcs_id, by the rule of DESIGN.md §1.
+std::map<std::string, Stored> model(const std::vector<Record>& records) {
+  std::map<std::string, Stored> m;
+  for (const Record& r : records) {
+    auto d = record_digest(r);
+    auto it = m.find(r.pcs_id);
+    if (it == m.end() || first_write_before(r, d, it->second.record, it->second.digest)) m[r.pcs_id] = Stored{r, d};
+  }
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("store: first write wins, duplicates, conflicts kept as evidence") {
+  test::TempDir t;
+  for (auto& [kind, url] : test::store_urls(t.path())) {
+    CAPTURE(kind);
+    auto s = store::open(url);
+    CHECK(s->count() == 0);
+    Record a = rec("p1", Outcome::accepted, 200, "us-east-1");
+    Record b = rec("p1", Outcome::rejected, 100, "us-west-2");  // earlier, different outcome
+    Record c = rec("p2", Outcome::escalated, 50);
+    std::vector<Record> batch1{a, c, a};
+    ApplyStats s1 = s->apply(batch1, nullptr);
+    CHECK(s1.inserted == 2);
+    CHECK(s1.duplicates == 1);
+    std::vector<Record> batch2{b};
+    ApplyStats s2 = s->apply(batch2, nullptr);
+    CHECK(s2.replaced == 1);
+    CHECK(s2.conflicts == 1);
+    auto all = contents(*s);
+    REQUIRE(all.size() == 2);
+    CHECK(all[0].record == b);  // the earlier write won
+    CHECK(all[0].digest == record_digest(b));
+    CHECK(all[1].record == c);
+    // A later write changes nothing but is evidence when its outcome differs.
+    Record later = rec("p1", Outcome::escalated, 300);
+    std::vector<Record> batch3{later};
+    ApplyStats s3 = s->apply(batch3, nullptr);
+    CHECK(s3.later == 1);
+    CHECK(s3.conflicts == 1);
+    CHECK(contents(*s)[0].record == b);
+    std::vector<std::string> ev;
+    s->scan_evidence([&](const Evidence& e) { ev.push_back(e.record.pcs_id + "/" + std::string(outcome_name(e.record.outcome))); });
+    std::sort(ev.begin(), ev.end());
+    CHECK(ev == std::vector<std::string>{"p1/accepted", "p1/escalated", "p1/rejected"});
+    CHECK(s->count() == 2);
+  }
+}
+
+TEST_CASE("store: params and payload round-trip; scan is in bytewise pcs_id order") {
+  test::TempDir t;
+  for (auto& [kind, url] : test::store_urls(t.path())) {
+    CAPTURE(kind);
+    auto s = store::open(url);
+    std::vector<Record> rs;
+    for (std::string id : {"b", "a-b", "B", "a", "~", "a b", "0", "ab"}) rs.push_back(rec(id, Outcome::accepted, 1));
+    rs[0].params = "tol=0.01";
+    rs[1].payload = R"({"x":[1,2,{"y":null}],"s":"é\n"})";
+    rs[2].tenant_id = "tenant-ü";
+    s->apply(rs, nullptr);
+    auto all = contents(*s);
+    std::vector<std::string> ids;
+    for (auto& st : all) ids.push_back(st.record.pcs_id);
+    std::vector<std::string> sorted = ids;
+    std::sort(sorted.begin(), sorted.end());
+    CHECK(ids == sorted);
+    CHECK(ids.size() == rs.size());
+    auto m = model(rs);
+    for (auto& st : all) CHECK(st == m.at(st.record.pcs_id));
+  }
+}
+
+TEST_CASE("store: property — any order, batching and duplication gives the same content and digest") {
+  test::TempDir t;
+  std::mt19937_64 rng(20261126);
+  std::vector<Record> records;
+  const char* regions[] = {"us-east-1", "us-west-2", "eu-west-1"};
+  for (int i = 0; i < 400; ++i) {
+    Record r = rec("pcs-" + std::to_string(rng() % 120), static_cast<Outcome>(1 + rng() % 3),
+                   1'700'000'000'000'000'000 + static_cast<int64_t>(rng() % 50), regions[rng() % 3],
+                   "tenant-" + std::to_string(rng() % 4));
+    if (rng() % 4 == 0) r.params = "v" + std::to_string(rng() % 3);
+    records.push_back(r);
+    if (rng() % 5 == 0) records.push_back(r);  // duplicated delivery
+  }
+  auto expected = model(records);
+  hash::Sha256 h;
+  for (auto& [id, st] : expected) {
+    uint8_t n = static_cast<uint8_t>(id.size());
+    h.update(&n, 1);
+    h.update(id);
+    h.update(st.digest.data(), st.digest.size());
+  }
+  hash::Digest expected_digest = h.finish();
+  for (auto& [kind, url] : test::store_urls(t.path())) {
+    CAPTURE(kind);
+    for (int round = 0; round < 4; ++round) {
+      CAPTURE(round);
+      auto s = store::open(kind == "sqlite" ? url + std::to_string(round) : url + "r" + std::to_string(round));
+      std::vector<Record> shuffled = records;
+      std::shuffle(shuffled.begin(), shuffled.end(), rng);
+      ApplyStats total;
+      for (size_t at = 0; at < shuffled.size();) {
+        size_t n = std::min<size_t>(1 + rng() % 60, shuffled.size() - at);
+        total += s->apply(std::span<const Record>(shuffled).subspan(at, n), nullptr);
+        at += n;
+      }
+      CHECK(total.inserted + total.duplicates + total.replaced + total.later == records.size());
+      CHECK(total.inserted == expected.size());
+      CHECK(s->count() == expected.size());
+      CHECK(content_digest(*s) == expected_digest);
+      auto all = contents(*s);
+      REQUIRE(all.size() == expected.size());
+      for (auto& st : all) CHECK(st == expected.at(st.record.pcs_id));
+    }
+  }
+}
+
+TEST_CASE("store: watermarks advance with the records, atomically") {
+  test::TempDir t;
+  for (auto& [kind, url] : test::store_urls(t.path())) {
+    CAPTURE(kind);
+    auto s = store::open(url);
+    CHECK_FALSE(s->watermark("us-west-2"));
+    Watermark w{"us-west-2", 7, hash::sha256("segment 7"), 12345};
+    std::vector<Record> batch{rec("p", Outcome::accepted, 1)};
+    s->apply(batch, &w);
+    REQUIRE(s->watermark("us-west-2"));
+    CHECK(*s->watermark("us-west-2") == w);
+    Watermark w2{"eu-west-1", 3, hash::sha256("x"), 99};
+    s->set_watermark(w2);
+    auto all = s->watermarks();
+    REQUIRE(all.size() == 2);
+    CHECK(all[0] == w2);  // sorted by source
+    CHECK(all[1] == w);
+    s->set_watermark(Watermark{"eu-west-1", 0, {}, 0});  // sequence 0 removes
+    CHECK(s->watermarks().size() == 1);
+    // Reopening sees the same.
+    s.reset();
+    auto again = store::open(url);
+    CHECK(*again->watermark("us-west-2") == w);
+    CHECK(again->count() == 1);
+  }
+}
+
+TEST_CASE("store: a rebuild in a scratch store replaces the whole content at once") {
+  test::TempDir t;
+  for (auto& [kind, url] : test::store_urls(t.path())) {
+    CAPTURE(kind);
+    auto s = store::open(url);
+    std::vector<Record> old{rec("old-1", Outcome::accepted, 1), rec("old-2", Outcome::rejected, 2)};
+    Watermark w{"us-west-2", 5, hash::sha256("5"), 1};
+    s->apply(old, &w);
+    auto scratch = s->open_scratch();
+    CHECK(scratch->count() == 0);
+    std::vector<Stored> fresh;
+    for (int i = 0; i < 1000; ++i) {
+      Record r = rec(fmt::format("new-{:05}", i), Outcome::accepted, i);
+      fresh.push_back(Stored{r, record_digest(r)});
+    }
+    size_t at = 0;
+    Evidence ev{rec("new-00001", Outcome::rejected, 5), {}, 77};
+    ev.digest = record_digest(ev.record);
+    std::vector<Evidence> evs{ev};
+    scratch->bulk_load(
+        [&](Stored& out) {
+          if (at == fresh.size()) return false;
+          out = fresh[at++];
+          return true;
+        },
+        evs);
+    Watermark w2{"us-west-2", 9, hash::sha256("9"), 2};
+    scratch->set_watermark(w2);
+    CHECK(s->count() == 2);  // the live store is untouched until the swap
+    s->replace_with(std::move(scratch));
+    CHECK(s->count() == 1000);
+    auto all = contents(*s);
+    CHECK(all.front().record.pcs_id == "new-00000");
+    CHECK(all.back().record.pcs_id == "new-00999");
+    CHECK(*s->watermark("us-west-2") == w2);
+    int n = 0;
+    s->scan_evidence([&](const Evidence& e) {
+      CHECK(e.record == ev.record);
+      ++n;
+    });
+    CHECK(n == 1);
+    // Still a working store, and the swap is durable.
+    std::vector<Record> more{rec("z", Outcome::accepted, 1)};
+    s->apply(more, nullptr);
+    s.reset();
+    CHECK(store::open(url)->count() == 1001);
+  }
+}
+
+TEST_CASE("store: bad URLs are configuration errors naming the URL") {
+  for (const char* url : {"mysql://x/y", "sqlite://", "file:///tmp/x"}) {
+    CAPTURE(url);
+    try {
+      store::open(url);
+      FAIL("opened");
+    } catch (const Error& e) {
+      CHECK(e.code() == Code::config);
+      CHECK(std::string(e.what()).find("invalid store URL") != std::string::npos);
+    }
+  }
+  CHECK(mask_url("postgres://flk:secret@h:5432/db") == "postgres://flk:***@h:5432/db");
+  CHECK(mask_url("redis://:secret@h:6379/0") == "redis://:***@h:6379/0");
+  CHECK(mask_url("postgres://h/db?password=secret&x=1") == "postgres://h/db?password=***&x=1");
+  CHECK(mask_url("sqlite:///var/lib/flk/dedup.db") == "sqlite:///var/lib/flk/dedup.db");
+}
+
+TEST_CASE("store (sqlite): a newer schema is refused; an uncreatable path is an error") {
+  test::TempDir t;
+  std::string path = (t / "s.db").string();
+  store::open("sqlite://" + path).reset();
+  // Pretend a newer flk wrote it (sqlite3(1) from Debian's sqlite3 package).
+  REQUIRE(std::system(("sqlite3 '" + path + "' \"UPDATE meta SET value='99' WHERE key='schema_version'\"").c_str()) == 0);
+  try {
+    store::open("sqlite://" + path);
+    FAIL("opened a newer schema");
+  } catch (const Error& e) {
+    CHECK(e.code() == Code::config);
+    CHECK(std::string(e.what()) ==
+          "store 'sqlite://" + path + "': schema version 99 is newer than this flk understands (1)");
+  }
+  fs::write_file_atomic(t / "file", "x");
+  try {
+    store::open("sqlite://" + (t / "file" / "sub.db").string());
+    FAIL("opened under a file");
+  } catch (const Error& e) {
+    CHECK(e.code() == Code::cant_create);
+    CHECK(std::string(e.what()).find("store 'sqlite://") == 0);
+  }
+}
