@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 
 #include "flk/cli/cli.hpp"
 #include "flk/rebuild/rebuild.hpp"
@@ -37,15 +39,19 @@ int main(int argc, char** argv) {
   app.add_option("--since-time", since, "replay only records with ts at or after TIME, merging into the store")
       ->type_name("TIME");
   app.add_option("--wal-dir", wal_dir, "the region's WAL (default: paths.wal)")->type_name("DIR");
-  app.add_option("--mailbox", mailbox, "also replay what peers shipped to the region (MAILBOX/SOURCE/REGION/)")
+  bool no_mailbox = false;
+  app.add_option("--mailbox", mailbox,
+                 "also replay what peers shipped to the region, MAILBOX/SOURCE/REGION/ (default: paths.mailbox if it "
+                 "exists)")
       ->type_name("DIR");
+  app.add_flag("--no-mailbox", no_mailbox, "replay the region's own WAL only");
   app.add_option("--store", store_url, "the store (default: dedup.url)")->type_name("URL");
   app.add_flag("--verify", verify, "compare the rebuilt content with the store, print differences, change nothing");
   app.add_flag("--in-place", in_place, "merge into the existing store instead of building a fresh one and swapping");
   app.add_option("--sort-memory", sort_memory, "memory for sorting before spilling to disk (default 256MiB)")
       ->type_name("SIZE")
       ->check(flk::cli::size_validator());
-  app.add_option("--temp-dir", temp_dir, "where sort runs go (default: the WAL directory)")->type_name("DIR");
+  app.add_option("--temp-dir", temp_dir, "where sort runs go (default: $TMPDIR, else /var/tmp)")->type_name("DIR");
 
   return tool.run(argc, argv, [&]() -> int {
     const flk::config::Config& cfg = tool.config();
@@ -53,7 +59,10 @@ int main(int argc, char** argv) {
     o.region = region.empty() ? cfg.region : region;
     if (o.region.empty()) flk::fail(flk::Code::usage, "no region: give --region or set 'region' in the configuration");
     o.wal_dir = wal_dir.empty() ? cfg.paths.wal : wal_dir;
+    if (!mailbox.empty() && no_mailbox) flk::fail(flk::Code::usage, "--mailbox and --no-mailbox exclude each other");
+    std::error_code ec;
     if (!mailbox.empty()) o.mailbox = mailbox;
+    else if (!no_mailbox && std::filesystem::is_directory(cfg.paths.mailbox, ec)) o.mailbox = cfg.paths.mailbox;
     o.store_url = store_url.empty() ? cfg.dedup.url : store_url;
     if (!since.empty()) {
       try {
@@ -66,6 +75,8 @@ int main(int argc, char** argv) {
     o.verify = verify;
     if (!sort_memory.empty()) o.sort_memory = flk::timeutil::parse_size(sort_memory);
     if (!temp_dir.empty()) o.temp_dir = temp_dir;
+    else if (const char* t = std::getenv("TMPDIR"); t && *t) o.temp_dir = t;
+    else o.temp_dir = "/var/tmp";
     if (::isatty(STDERR_FILENO) && tool.verbosity() >= 0)
       o.progress = [&](const std::string& m) { std::fprintf(stderr, "flk-rebuild-dedup: %s\n", m.c_str()); };
     o.warn = [&](const std::string& m) { tool.warn("warning: " + m); };

@@ -291,10 +291,8 @@ Summary run(const Options& o, const std::function<void(const Difference&)>& on_d
       sum.applied += live->apply(batch, nullptr);
       batch.clear();
     };
-    // Read everything first (a damaged segment must stop the rebuild before it writes):
-    // the records are applied in batches as they are read, but only after the whole
-    // source list has been checked would be safer; applying is idempotent, so a
-    // rebuild stopped by damage can be rerun once the damage is dealt with.
+    // Applied in batches as they are read: a damaged segment stops the merge part way,
+    // which is safe because applying is idempotent (rerun once the damage is dealt with).
     read_sources(o, sum, [&](const Record& r) {
       batch.push_back(r);
       if (batch.size() >= 10000) flush();
@@ -311,7 +309,7 @@ Summary run(const Options& o, const std::function<void(const Difference&)>& on_d
     return sum;
   }
 
-  stdfs::path temp = o.temp_dir.empty() ? o.wal_dir : o.temp_dir;
+  stdfs::path temp = o.temp_dir.empty() ? stdfs::path("/var/tmp") : o.temp_dir;
   Sorter sorter(o.sort_memory, temp);
   read_sources(o, sum, [&](const Record& r) { sorter.add(r); });
   sorter.finish();

@@ -33,7 +33,7 @@ struct Options {
   bool in_place = false;
   bool verify = false;                   // compare with the live store; change nothing
   size_t sort_memory = 256u << 20;       // bytes of records held before spilling a run
-  std::filesystem::path temp_dir;        // for sort runs (default: beside the WAL)
+  std::filesystem::path temp_dir;        // for sort runs (default: /var/tmp)
   std::function<void(const std::string&)> progress;  // throttled progress lines
   std::function<void(const std::string&)> warn;
 };

@@ -356,7 +356,7 @@ class SqliteStore final : public Store {
   void open_db() {
     db_.open();
     if (scratch_) {
-      db_.exec("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF");
+      db_.exec("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; PRAGMA cache_size=-65536");
     } else {
       db_.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL");
     }
