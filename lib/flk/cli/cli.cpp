@@ -71,39 +71,34 @@ int Tool::run(int argc, char** argv, const std::function<int()>& body) {
   }
 }
 
-CLI::Validator duration_validator() {
+namespace {
+// A validator that accepts what `check` accepts and reports its Error message.
+CLI::Validator checking(std::function<void(const std::string&)> check) {
   return CLI::Validator(
-      [](std::string& s) -> std::string {
+      [check = std::move(check)](std::string& s) -> std::string {
         try {
-          if (timeutil::parse_duration(s) <= 0) return "must be positive";
+          check(s);
         } catch (const Error& e) {
           return e.what();
         }
         return {};
       },
       "");
+}
+}  // namespace
+
+CLI::Validator duration_validator() {
+  return checking([](const std::string& s) {
+    if (timeutil::parse_duration(s) <= 0) throw Error(Code::usage, "must be positive");
+  });
 }
 
 CLI::Validator size_validator() {
-  return CLI::Validator(
-      [](std::string& s) -> std::string {
-        try {
-          timeutil::parse_size(s);
-        } catch (const Error& e) {
-          return e.what();
-        }
-        return {};
-      },
-      "");
+  return checking([](const std::string& s) { timeutil::parse_size(s); });
 }
 
 CLI::Validator region_validator() {
-  return CLI::Validator(
-      [](std::string& s) -> std::string {
-        if (!valid_region(s)) return fmt::format("invalid region name '{}': must match [a-z0-9][a-z0-9-]{{0,62}}", s);
-        return {};
-      },
-      "");
+  return checking([](const std::string& s) { check_region(s, "region name"); });
 }
 
 }  // namespace flk::cli
