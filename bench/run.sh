@@ -15,6 +15,9 @@
 #   FLK_BENCH_BIG_MIB   WAL size of the large memory run, MiB    (default 1024)
 #   FLK_BENCH_WORK      where WALs are written (its file system matters for syncs)
 #                                                                (default BUILD_DIR/bench)
+#   FLK_BENCH_ONLY      only one group of figures: wal (a-d) or rebuild (e)  (default both)
+#   FLK_BENCH_REBUILD_RECORDS  records for the rebuild figure     (default 1000000)
+#   FLK_BENCH_REBUILD_RUNS     runs of the rebuild figure         (default 3)
 set -euo pipefail
 
 if [ $# -ne 1 ] || [ ! -d "$1" ]; then
@@ -25,6 +28,7 @@ build=$(cd "$1" && pwd)
 src=$(cd "$(dirname "$0")/.." && pwd)
 bb=$build/bench
 flk_wal=$build/bin/flk-wal
+flk_rebuild=$build/bin/flk-rebuild-dedup
 gen=$bb/gen_records
 raw=$bb/raw_append
 lockstep=$bb/lockstep
@@ -37,7 +41,7 @@ big_mib=${FLK_BENCH_BIG_MIB:-1024}
 region=us-east-1
 frame_bytes=200
 
-for f in "$flk_wal" "$gen" "$raw" "$lockstep" "$shim"; do
+for f in "$flk_wal" "$flk_rebuild" "$gen" "$raw" "$lockstep" "$shim"; do
   [ -e "$f" ] || { echo "bench/run.sh: error: '$f' is missing: build first (make BUILD=$1)" >&2; exit 1; }
 done
 if ! "$gnu_time" -f %M true >/dev/null 2>&1; then
@@ -91,6 +95,11 @@ fs_type=$(df --output=fstype "$work" | tail -n 1)
 started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 common="\"commit\":\"$commit\",\"started\":\"$started\",\"host_cpus\":$(nproc),\"fs\":\"$fs_type\""
 
+# want GROUP: whether the figures of GROUP (wal, rebuild) run (FLK_BENCH_ONLY).
+want() { [ -z "${FLK_BENCH_ONLY:-}" ] || [ "$FLK_BENCH_ONLY" = "$1" ]; }
+
+# The WAL figures a) to d), not indented: FLK_BENCH_ONLY=rebuild skips them.
+if want wal; then
 # ---------------------------------------------------------------------------------------
 # a) Append throughput with group commit, 200-byte frames.
 #
@@ -279,6 +288,109 @@ for what in append cat; do
     "$(fmt2 "$(calc "$b / $s")")" "goal <= 32 MiB; flk-wal --help alone: $(fmt2 "$(calc "$floor_kib / 1024")") MiB"
 done
 
+fi # want wal
+
+# ---------------------------------------------------------------------------------------
+# e) Rebuild of the dedup store into SQLite: flk-rebuild-dedup (a fresh rebuild into an
+# empty store: read the WAL, external sort by pcs_id, first write wins, bulk load, swap)
+# of a WAL of FLK_BENCH_REBUILD_RECORDS records of 200-byte frames, beside sqlite3(1)'s
+# `.import` of the same rows as CSV into a new file with the same schema (the records
+# table of lib/flk/store/sqlite.cpp: same columns, TEXT primary key, WITHOUT ROWID).
+# The CSV is exported from the rebuilt store, so it holds exactly the stored rows, in
+# pcs_id order — the baseline's best case (B-tree appends); the digest travels as hex
+# text. Both write with one transaction. records/s = records / wall time; ratio =
+# baseline time / flk time, median of the pairs. Also peak memory (GNU time %M) of the
+# rebuild at the default --sort-memory and at 64MiB, beside sqlite3's.
+rebuild_cfg=$work/rebuild.yaml
+rebuild_db=$work/rebuild.db
+
+# rebuild_run WAL OUT ARGS…: one fresh rebuild of WAL into an empty $rebuild_db; OUT gets
+# the summary line, $work/rss the max RSS in KiB.
+rebuild_run() {
+  local wal=$1 out=$2
+  shift 2
+  rm -f "$rebuild_db" "$rebuild_db"-wal "$rebuild_db"-shm "$rebuild_db".rebuild
+  "$gnu_time" -f %M -o "$work/rss" "$flk_rebuild" --config "$rebuild_cfg" --region "$region" --wal-dir "$wal" \
+    --no-mailbox --temp-dir "$work" --store "sqlite://$rebuild_db" "$@" >"$out"
+}
+
+# json_field FILE NAME: a numeric field of the one-line JSON object in FILE.
+json_field() { sed -n "s/.*\"$2\":\\([0-9.]*\\).*/\\1/p" "$1"; }
+
+rebuild_figure() {
+  local n=$1 rruns=$2 wal=$work/wal-rebuild base=$work/import.db csv=$work/rows.csv sql=$work/import.sql
+  local i t flk_s=() base_s=() ratio_s=() rss_s=() base_rss_s=()
+  if ! command -v sqlite3 >/dev/null; then
+    say "rebuild: sqlite3 is not installed: figure skipped"
+    return 0
+  fi
+  say "rebuild: $rruns runs of flk-rebuild-dedup and sqlite3 .import of $n records"
+  "$gen" "$n" --frame-bytes "$frame_bytes" --region "$region" |
+    "$flk_wal" append --wal-dir "$wal" --region "$region" >/dev/null
+  echo "# bench: no mailbox, no store of the host" >"$rebuild_cfg"
+  rebuild_run "$wal" "$work/rebuild.json"
+  sqlite3 -csv "$rebuild_db" \
+    "SELECT pcs_id, tenant_id, outcome, ts, region, params, payload, hex(digest) FROM records ORDER BY pcs_id" >"$csv"
+  {
+    echo "CREATE TABLE records("
+    echo "  pcs_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, outcome INTEGER NOT NULL, ts INTEGER NOT NULL,"
+    echo "  region TEXT NOT NULL, params TEXT, payload TEXT, digest BLOB NOT NULL) WITHOUT ROWID;"
+    echo ".mode csv"
+    echo ".import $csv records"
+  } >"$sql"
+  for ((i = 1; i <= rruns; i++)); do
+    t=$EPOCHREALTIME
+    rebuild_run "$wal" "$work/rebuild.json"
+    flk_s+=("$(since "$t")")
+    rss_s+=("$(tail -n 1 "$work/rss")")
+    rm -f "$base" "$base"-journal
+    t=$EPOCHREALTIME
+    "$gnu_time" -f %M -o "$work/rss" sqlite3 "$base" <"$sql"
+    base_s+=("$(since "$t")")
+    base_rss_s+=("$(tail -n 1 "$work/rss")")
+    ratio_s+=("$(calc "${base_s[-1]} / ${flk_s[-1]}")")
+  done
+  local got_flk got_base spilled
+  got_flk=$(json_field "$work/rebuild.json" winners)
+  got_base=$(sqlite3 "$base" "SELECT count(*) FROM records")
+  if [ "$got_flk" != "$n" ] || [ "$got_base" != "$n" ]; then
+    echo "bench/run.sh: error: rebuild: expected $n rows; flk stored '$got_flk', sqlite3 imported '$got_base'" >&2
+    exit 1
+  fi
+  spilled=$(json_field "$work/rebuild.json" sort_runs)
+  # Peak memory with a smaller sort budget: bounded by --sort-memory, not by the WAL.
+  rebuild_run "$wal" "$work/rebuild64.json" --sort-memory 64MiB
+  local rss64 runs64
+  rss64=$(tail -n 1 "$work/rss")
+  runs64=$(json_field "$work/rebuild64.json" sort_runs)
+  local flk_t base_t flk_rps base_rps ratio rss base_rss wal_b db_b base_b
+  flk_t=$(median "${flk_s[@]}")
+  base_t=$(median "${base_s[@]}")
+  flk_rps=$(calc "$n / $flk_t")
+  base_rps=$(calc "$n / $base_t")
+  ratio=$(median "${ratio_s[@]}")
+  rss=$(median "${rss_s[@]}")
+  base_rss=$(median "${base_rss_s[@]}")
+  wal_b=$(wal_bytes "$wal")
+  db_b=$(stat -c %s "$rebuild_db")
+  base_b=$(stat -c %s "$base")
+  printf '{"figure":"rebuild.sqlite","unit":"records/s","flk":%s,"baseline":%s,"baseline_name":"sqlite3 .import of the same rows as CSV, same schema","ratio":%s,"goal":"ratio >= 5 and >= 500000 records/s","runs":%s,"records":%s,"wal_bytes":%s,"store_bytes":%s,"baseline_store_bytes":%s,"sort_runs":%s,"flk_seconds":%s,"baseline_seconds":%s,"flk_max_rss_kib":%s,"baseline_max_rss_kib":%s,%s}\n' \
+    "$flk_rps" "$base_rps" "$ratio" "$rruns" "$n" "$wal_b" "$db_b" "$base_b" "$spilled" "$(json_array "${flk_s[@]}")" \
+    "$(json_array "${base_s[@]}")" "$(json_array "${rss_s[@]}")" "$(json_array "${base_rss_s[@]}")" "$common" >>"$results.tmp"
+  printf '{"figure":"max_rss.rebuild","unit":"KiB","flk":%s,"baseline":%s,"baseline_name":"sqlite3 .import of the same rows","ratio":%s,"goal":"bounded by --sort-memory, independent of WAL size","sort_memory":"64MiB","sort_runs":%s,"default_sort_memory_kib":%s,"default_sort_runs":%s,"records":%s,%s}\n' \
+    "$rss64" "$base_rss" "$(calc "$rss64 / $base_rss")" "$runs64" "$rss" "$spilled" "$n" "$common" >>"$results.tmp"
+  row "rebuild into SQLite (rec/s)" "$(human "$flk_rps")" "$(human "$base_rps")" "$(fmt2 "$ratio")" \
+    "$(human "$n") rec, $rruns runs; s: $(fmt2 "$flk_t")/$(fmt2 "$base_t"); goal >= 5.00 and >= 500,000 rec/s"
+  row "max RSS, rebuild (MiB)" "$(fmt2 "$(calc "$rss64 / 1024")") @64MiB" "$(fmt2 "$(calc "$base_rss / 1024")")" \
+    "$(fmt2 "$(calc "$rss64 / $base_rss")")" \
+    "--sort-memory 64MiB: $runs64 runs; default 256MiB: $(fmt2 "$(calc "$rss / 1024")") MiB, $spilled runs"
+  rm -rf "$wal" "$rebuild_db" "$base" "$csv"
+}
+
+if want rebuild; then
+  rebuild_figure "${FLK_BENCH_REBUILD_RECORDS:-1000000}" "${FLK_BENCH_REBUILD_RUNS:-3}"
+fi
+
 mv "$results.tmp" "$results"
 
 # ---------------------------------------------------------------------------------------
@@ -289,8 +401,10 @@ cat <<EOF
 
 Baselines: append = raw_append, plain write(2)+fdatasync(2) replaying the exact batches
 (bytes per sync) flk made in the paired run, recorded by an LD_PRELOAD shim; cat = cat(1)
-of the same segment files; max RSS = the same command on the smaller WAL. ratio =
-baseline time / flk time (median of pairs) for throughput, big / small for memory.
-Goals: append >= 0.8 of raw and >= 200,000 records/s; max RSS <= 32 MiB at any WAL size.
+of the same segment files; max RSS = the same command on the smaller WAL; rebuild =
+sqlite3's .import of the same rows as CSV into the same schema (its max RSS: sqlite3's).
+ratio = baseline time / flk time (median of pairs) for throughput, big / small for memory.
+Goals: append >= 0.8 of raw and >= 200,000 records/s; max RSS <= 32 MiB at any WAL size;
+rebuild >= 5x sqlite3 .import and >= 500,000 records/s, memory bounded by --sort-memory.
 JSON lines: $results
 EOF
