@@ -215,6 +215,12 @@ class Sorter {
   std::priority_queue<size_t, std::vector<size_t>, HeadGreater> heap_{HeadGreater{this}};
 };
 
+void sort_unique(std::vector<store::Evidence>& ev) {
+  auto key = [](const store::Evidence& e) { return std::tie(e.record.pcs_id, e.digest); };
+  std::sort(ev.begin(), ev.end(), [&](const auto& a, const auto& b) { return key(a) < key(b); });
+  ev.erase(std::unique(ev.begin(), ev.end(), [&](const auto& a, const auto& b) { return key(a) == key(b); }), ev.end());
+}
+
 // Reads every record of the sources, calling fn; fills the summary's segment counts
 // and the replay watermarks of the mailbox streams.
 void read_sources(const Options& o, Summary& sum, const std::function<void(const Record&)>& fn) {
@@ -320,7 +326,10 @@ Summary run(const Options& o, const std::function<void(const Difference&)>& on_d
   timeutil::Nanos now = timeutil::now();
   hash::Sha256 content;  // store::content_digest of what is loaded, computed on the way
   auto next = [&](Stored& out) {
-    if (!sorter.next_group(g)) return false;
+    if (!sorter.next_group(g)) {
+      sort_unique(evidence);  // complete: bulk_load reads it now
+      return false;
+    }
     out = g.winner();
     uint8_t n = static_cast<uint8_t>(out.record.pcs_id.size());
     content.update(&n, 1);
@@ -342,15 +351,20 @@ Summary run(const Options& o, const std::function<void(const Difference&)>& on_d
       ++sum.differences;
       if (on_difference) on_difference(d);
     };
+    // With --since-time the rebuilt side holds only the window's records: a store
+    // record outside it is no difference, nor is one that is an earlier write than the
+    // window's (what an in-place merge would keep).
+    bool window = o.since.has_value();
     live->scan([&](const Stored& l) {
       while (have && pending.record.pcs_id < l.record.pcs_id) {
         differ({pending.record.pcs_id, std::nullopt, pending});
         have = next(pending);
       }
       if (have && pending.record.pcs_id == l.record.pcs_id) {
-        if (pending.digest != l.digest) differ({l.record.pcs_id, l, pending});
+        bool differs = window ? first_write_before(pending.record, pending.digest, l.record, l.digest) : !(pending == l);
+        if (differs) differ({l.record.pcs_id, l, pending});
         have = next(pending);
-      } else {
+      } else if (!window) {
         differ({l.record.pcs_id, l, std::nullopt});
       }
     });
@@ -371,21 +385,7 @@ Summary run(const Options& o, const std::function<void(const Difference&)>& on_d
     if (o.warn) o.warn(fmt::format("cannot carry over the old store's conflict evidence: {}", e.what()));
   }
   auto scratch = live->open_scratch();
-  scratch->bulk_load(next, {});
-  std::sort(evidence.begin(), evidence.end(), [](const store::Evidence& a, const store::Evidence& b) {
-    return std::tie(a.record.pcs_id, a.digest) < std::tie(b.record.pcs_id, b.digest);
-  });
-  evidence.erase(std::unique(evidence.begin(), evidence.end(),
-                             [](const store::Evidence& a, const store::Evidence& b) {
-                               return a.record.pcs_id == b.record.pcs_id && a.digest == b.digest;
-                             }),
-                 evidence.end());
-  if (!evidence.empty()) {
-    // Evidence goes in through apply() of nothing — bulk_load takes it only with records;
-    // load it with an empty winner stream.
-    auto none = [](Stored&) { return false; };
-    scratch->bulk_load(none, evidence);
-  }
+  scratch->bulk_load(next, evidence);
   for (const store::Watermark& w : sum.watermarks) scratch->set_watermark(w);
   sum.digest = content.finish();
   live->replace_with(std::move(scratch));

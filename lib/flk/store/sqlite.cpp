@@ -291,7 +291,7 @@ class SqliteStore final : public Store {
     return n;
   }
 
-  void bulk_load(const std::function<bool(Stored&)>& next, std::span<const Evidence> evidence) override {
+  void bulk_load(const std::function<bool(Stored&)>& next, const std::vector<Evidence>& evidence) override {
     Tx tx(*this);
     Stored st;
     std::string last;

@@ -91,9 +91,10 @@ class Store {
 
   // Loads winners into this store, which must be empty: `next` fills its argument and
   // returns true until the input ends; pcs_ids come in strictly increasing bytewise
-  // order. Evidence is added as given. The bulk path of a rebuild (no lookups). Not
-  // atomic: a failed load leaves a partial store, to be discarded.
-  virtual void bulk_load(const std::function<bool(Stored&)>& next, std::span<const Evidence> evidence) = 0;
+  // order. `evidence` is read only after next() has returned false (so next may fill
+  // it while it streams); no (pcs_id, digest) in it twice. The bulk path of a rebuild
+  // (no lookups). Not atomic: a failed load leaves a partial store, to be discarded.
+  virtual void bulk_load(const std::function<bool(Stored&)>& next, const std::vector<Evidence>& evidence) = 0;
 
   // A new, empty store beside this one, for a rebuild (sqlite: a file beside it;
   // postgres: another schema; redis: another database). Anything left there by an
