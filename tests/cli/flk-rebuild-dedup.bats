@@ -264,8 +264,8 @@ ts_of() { printf '2026-11-26T08:%02d:%02dZ' $(($1 / 60 % 60)) $(($1 % 60)); }
   assert_equal "$(jq -r 'select(.kind) | .pcs_id' <<<"$output")" pcs-000100
 }
 
-# Known bug: the store's digest column is trusted; a field changed behind it goes unseen
-# by --verify and by the content digest, so two stores that differ compare equal.
+# Was a bug (fixed in a3c00d9): the digest column alone was compared, so a field changed
+# behind an intact digest went unseen.
 @test "--verify finds a record whose fields were changed behind an intact digest" {
   append_wal 100
   rb --store "$(url a)" >/dev/null
@@ -275,7 +275,7 @@ ts_of() { printf '2026-11-26T08:%02d:%02dZ' $(($1 / 60 % 60)) $(($1 % 60)); }
   assert_equal "$(jq -r 'select(.kind) | [.pcs_id, .kind] | @tsv' <<<"$output")" "$(printf 'pcs-000007\tdifferent')"
 }
 
-# Known bug (see flk-rebuild-dedup(1) BUGS): with --since-time, --verify compares the
+# Was a bug (fixed in a3c00d9): with --since-time, --verify compared the
 # whole store with the records since the time only.
 @test "--verify --since-time on an intact store finds no differences" {
   append_wal 3000
