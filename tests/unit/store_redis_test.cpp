@@ -558,9 +558,19 @@ TEST_CASE("store (redis): generations — a rebuild replaces the store under a r
   CHECK(s->count() == 0);
   // A scratch store names itself apart from the live one.
   CHECK(s->open_scratch()->url() == mask_url(url) + "#rebuild");
+  // One dropped without replace_with() (a failed rebuild) takes its keys with it.
+  {
+    auto failed = s->open_scratch();
+    failed->apply(x, nullptr);
+    REQUIRE(cli(*srv, "HGET " + p + ":meta scratch") == "6");
+    CHECK(cli(*srv, "EXISTS " + p + ":g6:r") == "1");
+  }
+  CHECK(cli(*srv, "EXISTS " + p + ":g6:r " + p + ":g6:ids") == "0");
+  CHECK(cli(*srv, "HEXISTS " + p + ":meta scratch") == "0");
+  CHECK(s->count() == 0);
 }
 
-TEST_CASE("store (redis): a lost connection fails the call and the next call reconnects") {
+TEST_CASE("store (redis): a lost connection fails the call and the next call reconnects; a lost script is resent") {
   NEED_SERVER(srv);
   // Database 9 is this test's alone, so CLIENT LIST finds our connection by it.
   std::string url = "redis://:" + srv->password + "@" + srv->host + ":" + srv->port + "/9?prefix=" + fresh_prefix();
@@ -581,4 +591,9 @@ TEST_CASE("store (redis): a lost connection fails the call and the next call rec
   CHECK(e.code() == Code::unavailable);
   CHECK(std::string(e.what()).find(srv->password) == std::string::npos);
   CHECK(s->count() == 1);
+  // A server that forgot the script (restart, SCRIPT FLUSH) is sent it again.
+  REQUIRE(cli(*srv, "SCRIPT FLUSH") == "OK");
+  std::vector<Record> two{rec("y", Outcome::accepted, 1)};
+  CHECK(s->apply(two, nullptr).inserted == 1);
+  CHECK(s->count() == 2);
 }

@@ -54,8 +54,8 @@
 // generation. A scan pages through one generation; when it was replaced under it, the
 // next page fails with temp_fail ("run again") rather than silently ending early. A
 // scan is not a snapshot: records written during it may or may not be seen (each is
-// seen whole). Keys left by a scratch generation that was abandoned without another
-// open_scratch() are not collected.
+// seen whole). A scratch store destroyed without replace_with() (a failed rebuild)
+// UNLINKs its generation; if even that fails, the next open_scratch() does.
 //
 // Durability is the server's: with appendonly yes and appendfsync always an applied
 // batch survives a crash; with weaker settings the last batches may be lost, but never
@@ -154,6 +154,12 @@ elseif op == 'swap' then
   redis.call('HDEL', meta, 'scratch')
   drop(m[2])
   return m[2]
+elseif op == 'discard' then
+  if want == m[3] then
+    drop(want)
+    redis.call('HDEL', meta, 'scratch')
+  end
+  return 0
 elseif op ~= 'apply' then
   return redis.error_reply('ERR unknown op ' .. op)
 end
@@ -669,6 +675,18 @@ class RedisStore final : public Store {
     // Versions before kSchemaVersion would be migrated here; there are none yet.
   }
 
+  // A scratch store that was not swapped in (a failed rebuild) frees its keys at once
+  // rather than at the next open_scratch(); best effort.
+  ~RedisStore() override {
+    if (gen_.empty() || swapped_) return;
+    try {
+      Args a = op("discard");
+      conn_.script(a, "discarding a scratch store");
+    } catch (const Error&) {
+      // Left for the next open_scratch().
+    }
+  }
+
   std::string url() const override { return name(); }
 
   ApplyStats apply(std::span<const Record> records, const Watermark* advance) override {
@@ -756,6 +774,7 @@ class RedisStore final : public Store {
       fail(Code::internal, "store '{}': replace_with needs its own scratch store", name());
     Args a = op("swap", scratch->gen_);
     conn_.script(a, "replacing the store");
+    scratch->swapped_ = true;
   }
 
  private:
@@ -953,6 +972,7 @@ class RedisStore final : public Store {
   Conn conn_;
   std::string gen_;
   std::string meta_;
+  bool swapped_ = false;  // a scratch store that replace_with() made current
 };
 
 }  // namespace
