@@ -38,29 +38,65 @@ std::vector<MailboxStream> list_mailbox(const stdfs::path& mailbox, const std::s
 
 namespace {
 
-// Records ordered by pcs_id, then by first write.
-bool item_less(const Stored& a, const Stored& b) {
-  if (a.record.pcs_id != b.record.pcs_id) return a.record.pcs_id < b.record.pcs_id;
-  return first_write_before(a.record, a.digest, b.record, b.digest);
+// A record's canonical encoding and the fields the sort order needs, viewed in place
+// (flk/core/record.hpp: version, flags, outcome, ts, region, pcs_id, …).
+struct View {
+  std::string_view enc;
+  const hash::Digest* digest = nullptr;
+  std::string_view id, region;
+  int64_t ts = 0;
+  uint8_t outcome = 0;
+};
+
+View view_of(std::string_view enc, const hash::Digest& digest) {
+  View v;
+  v.enc = enc;
+  v.digest = &digest;
+  v.outcome = static_cast<uint8_t>(enc[2]);
+  std::memcpy(&v.ts, enc.data() + 3, 8);
+  auto rl = static_cast<uint8_t>(enc[11]);
+  v.region = enc.substr(12, rl);
+  auto il = static_cast<uint8_t>(enc[12 + rl]);
+  v.id = enc.substr(13 + rl, il);
+  return v;
+}
+
+// By pcs_id, then first write first: (ts, region, digest).
+bool view_less(const View& a, const View& b) {
+  if (int c = a.id.compare(b.id); c != 0) return c < 0;
+  return std::tie(a.ts, a.region, *a.digest) < std::tie(b.ts, b.region, *b.digest);
 }
 
 // The records of one pcs_id reduced to the first write of each outcome (at most three):
 // the winner is the first of them; there is a conflict when there are two or more.
 // Reducing is associative and commutative, so runs can be reduced apart and merged.
 struct Group {
-  std::vector<Stored> firsts;
-  void add(const Stored& s) {
-    for (Stored& f : firsts) {
-      if (f.record.outcome != s.record.outcome) continue;
-      if (first_write_before(s.record, s.digest, f.record, f.digest)) f = s;
+  struct First {
+    std::string enc;
+    hash::Digest digest;
+    View view() const { return view_of(enc, digest); }
+  };
+  std::vector<First> firsts;
+
+  void add(const View& v) {
+    for (First& f : firsts) {
+      View fv = f.view();
+      if (fv.outcome != v.outcome) continue;
+      if (view_less(v, fv)) f = First{std::string(v.enc), *v.digest};
       return;
     }
-    firsts.push_back(s);
+    firsts.push_back(First{std::string(v.enc), *v.digest});
   }
-  const Stored& winner() const {
-    return *std::min_element(firsts.begin(), firsts.end(), [](const Stored& a, const Stored& b) {
-      return first_write_before(a.record, a.digest, b.record, b.digest);
-    });
+  const First& winner() const {
+    return *std::min_element(firsts.begin(), firsts.end(),
+                             [](const First& a, const First& b) { return view_less(a.view(), b.view()); });
+  }
+  static Stored decode(const First& f) {
+    Stored s;
+    std::string why;
+    if (!decode_record(f.enc, s.record, &why)) fail(Code::internal, "rebuild: a sorted record does not decode: {}", why);
+    s.digest = f.digest;
+    return s;
   }
 };
 
@@ -68,13 +104,11 @@ struct Group {
 class RunWriter {
  public:
   explicit RunWriter(const stdfs::path& path) : fd_(fs::Fd::open(path.string(), O_WRONLY | O_CREAT | O_TRUNC, 0600)) {}
-  void add(const Stored& s) {
-    size_t at = buf_.size();
-    buf_.resize(at + 4);
-    buf_.append(reinterpret_cast<const char*>(s.digest.data()), 32);
-    encode_record(buf_, s.record);
-    uint32_t len = static_cast<uint32_t>(buf_.size() - at - 4);
-    std::memcpy(buf_.data() + at, &len, 4);
+  void add(std::string_view enc, const hash::Digest& digest) {
+    uint32_t len = static_cast<uint32_t>(32 + enc.size());
+    buf_.append(reinterpret_cast<const char*>(&len), 4);
+    buf_.append(reinterpret_cast<const char*>(digest.data()), 32);
+    buf_.append(enc);
     if (buf_.size() > (1u << 20)) flush();
   }
   void flush() {
@@ -90,27 +124,31 @@ class RunWriter {
 class RunReader {
  public:
   explicit RunReader(const stdfs::path& path) : src_(fs::Fd::open(path.string(), O_RDONLY)), name_(path.string()) {}
-  bool next(Stored& out) {
+  // Reads the next record; view() shows it until the next call.
+  bool next() {
     uint32_t len;
     size_t n = src_.read(&len, 4);
     if (n == 0) return false;
-    if (n != 4 || len < 32) fail(Code::io, "sort run '{}': truncated", name_);
+    if (n != 4 || len < 32 + 13) fail(Code::io, "sort run '{}': truncated", name_);
     buf_.resize(len);
     if (src_.read(buf_.data(), len) != len) fail(Code::io, "sort run '{}': truncated", name_);
-    std::memcpy(out.digest.data(), buf_.data(), 32);
-    std::string why;
-    if (!decode_record(std::string_view(buf_).substr(32), out.record, &why))
-      fail(Code::io, "sort run '{}': {}", name_, why);
+    std::memcpy(digest_.data(), buf_.data(), 32);
+    view_ = view_of(std::string_view(buf_).substr(32), digest_);
     return true;
   }
+  const View& view() const { return view_; }
 
  private:
   wal::FileSource src_;
   std::string name_;
   std::string buf_;
+  hash::Digest digest_{};
+  View view_;
 };
 
-// An external merge sort of records by pcs_id, reduced per pcs_id to Groups.
+// An external merge sort of records by pcs_id, reduced per pcs_id to Groups. Records
+// are held as their canonical encodings in one arena (no object per field), sorted
+// through a small index; memory is bounded by `memory` whatever the input's size.
 class Sorter {
  public:
   Sorter(size_t memory, stdfs::path temp_dir) : memory_(memory), temp_dir_(std::move(temp_dir)) {}
@@ -118,11 +156,15 @@ class Sorter {
     for (const auto& p : runs_) ::unlink(p.c_str());
   }
 
-  void add(const Record& r) {
-    bytes_ += sizeof(Stored) + r.pcs_id.size() + r.tenant_id.size() + (r.params ? r.params->size() : 0) +
-              (r.payload ? r.payload->size() : 0);
-    items_.push_back(Stored{r, record_digest(r)});
-    if (bytes_ >= memory_) spill();
+  void add(std::string_view enc, const hash::Digest& digest) {
+    View v = view_of(enc, digest);
+    // The first 8 bytes of the pcs_id, big-endian: most comparisons end here.
+    uint64_t prefix = 0;
+    for (size_t i = 0; i < 8; ++i)
+      prefix = prefix << 8 | (i < v.id.size() ? static_cast<uint8_t>(v.id[i]) : 0);
+    items_.push_back(Item{arena_.size(), static_cast<uint32_t>(enc.size()), prefix, digest});
+    arena_.append(enc);
+    if (arena_.size() + items_.size() * sizeof(Item) >= memory_) spill();
   }
 
   size_t runs() const { return runs_.size(); }
@@ -131,31 +173,30 @@ class Sorter {
   void finish() {
     sort_items();
     for (const auto& p : runs_) readers_.push_back(std::make_unique<RunReader>(p));
-    heads_.resize(readers_.size());
     for (size_t i = 0; i < readers_.size(); ++i)
-      if (readers_[i]->next(heads_[i])) heap_.push(i);
+      if (readers_[i]->next()) heap_.push(i);
   }
 
   bool next_group(Group& g) {
     g.firsts.clear();
-    const std::string* id = nullptr;
-    std::string current;
+    std::string id;
+    bool started = false;
     for (;;) {
       // The smallest head among the runs and the in-memory items.
-      const Stored* best = nullptr;
+      std::optional<View> best;
       int from = -2;  // -1: memory; ≥ 0: run index
       if (mem_at_ < items_.size()) {
-        best = &items_[mem_at_];
+        best = view(items_[mem_at_]);
         from = -1;
       }
-      if (!heap_.empty() && (!best || item_less(heads_[heap_.top()], *best))) {
-        best = &heads_[heap_.top()];
+      if (!heap_.empty() && (!best || view_less(readers_[heap_.top()]->view(), *best))) {
+        best = readers_[heap_.top()]->view();
         from = static_cast<int>(heap_.top());
       }
-      if (!best || (id && best->record.pcs_id != *id)) return id != nullptr;
-      if (!id) {
-        current = best->record.pcs_id;
-        id = &current;
+      if (!best || (started && best->id != id)) return started;
+      if (!started) {
+        id.assign(best->id);
+        started = true;
       }
       g.add(*best);
       if (from == -1) {
@@ -163,22 +204,26 @@ class Sorter {
       } else {
         size_t i = heap_.top();
         heap_.pop();
-        if (readers_[i]->next(heads_[i])) heap_.push(i);
+        if (readers_[i]->next()) heap_.push(i);
       }
     }
   }
 
  private:
-  // Sorts items_ by moving each record once (sorting an index, then permuting), not
-  // by swapping whole records around in the sort.
+  struct Item {
+    size_t at;  // of the encoding in arena_
+    uint32_t len;
+    uint64_t prefix;  // of the pcs_id (see add)
+    hash::Digest digest;
+  };
+
+  View view(const Item& it) const { return view_of(std::string_view(arena_).substr(it.at, it.len), it.digest); }
+
   void sort_items() {
-    std::vector<uint32_t> order(items_.size());
-    for (uint32_t i = 0; i < order.size(); ++i) order[i] = i;
-    std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) { return item_less(items_[a], items_[b]); });
-    std::vector<Stored> sorted;
-    sorted.reserve(items_.size());
-    for (uint32_t i : order) sorted.push_back(std::move(items_[i]));
-    items_ = std::move(sorted);
+    std::sort(items_.begin(), items_.end(), [&](const Item& a, const Item& b) {
+      if (a.prefix != b.prefix) return a.prefix < b.prefix;
+      return view_less(view(a), view(b));
+    });
   }
 
   void spill() {
@@ -187,31 +232,32 @@ class Sorter {
     runs_.push_back(p);
     RunWriter w(p);
     // Reduce while writing: per pcs_id, the first write of each outcome.
+    Group g;
     for (size_t i = 0; i < items_.size();) {
-      Group g;
+      g.firsts.clear();
+      View head = view(items_[i]);
       size_t j = i;
-      while (j < items_.size() && items_[j].record.pcs_id == items_[i].record.pcs_id) g.add(items_[j++]);
-      for (const Stored& s : g.firsts) w.add(s);
+      while (j < items_.size() && view(items_[j]).id == head.id) g.add(view(items_[j++]));
+      for (const Group::First& f : g.firsts) w.add(f.enc, f.digest);
       i = j;
     }
     w.flush();
     items_.clear();
-    bytes_ = 0;
+    arena_.clear();
   }
 
   struct HeadGreater {
     Sorter* s;
-    bool operator()(size_t a, size_t b) const { return item_less(s->heads_[b], s->heads_[a]); }
+    bool operator()(size_t a, size_t b) const { return view_less(s->readers_[b]->view(), s->readers_[a]->view()); }
   };
 
   size_t memory_;
   stdfs::path temp_dir_;
-  std::vector<Stored> items_;
-  size_t bytes_ = 0;
+  std::string arena_;
+  std::vector<Item> items_;
   size_t mem_at_ = 0;
   std::vector<stdfs::path> runs_;
   std::vector<std::unique_ptr<RunReader>> readers_;
-  std::vector<Stored> heads_;
   std::priority_queue<size_t, std::vector<size_t>, HeadGreater> heap_{HeadGreater{this}};
 };
 
@@ -223,11 +269,11 @@ void sort_unique(std::vector<store::Evidence>& ev) {
 
 // Reads every record of the sources, calling fn; fills the summary's segment counts
 // and the replay watermarks of the mailbox streams.
-void read_sources(const Options& o, Summary& sum, const std::function<void(const Record&)>& fn) {
-  auto keep = [&](const Record& r) {
+void read_sources(const Options& o, Summary& sum, const wal::RecordBytesFn& fn) {
+  auto keep = [&](const Record& r, std::string_view enc) {
     if (o.since && r.ts < *o.since) return;
     ++sum.records;
-    fn(r);
+    fn(r, enc);
   };
   auto skip_sealed = [&](const stdfs::path& p) {
     if (!o.since) return false;
@@ -245,7 +291,7 @@ void read_sources(const Options& o, Summary& sum, const std::function<void(const
   for (const auto& f : wal::list_segments(o.wal_dir)) {
     ++sum.segments;
     if (f.sealed && skip_sealed(f.path)) continue;
-    wal::read_segment(f.path, f.sealed, keep, [&](const wal::Header& h) {
+    wal::read_segment_bytes(f.path, f.sealed, keep, [&](const wal::Header& h) {
       if (h.region != o.region)
         fail(Code::usage, "WAL '{}' belongs to region '{}', not '{}'", o.wal_dir.string(), h.region, o.region);
     });
@@ -266,7 +312,7 @@ void read_sources(const Options& o, Summary& sum, const std::function<void(const
       }
       ++sum.segments;
       hash::Sha256 sha;
-      wal::read_segment(
+      wal::read_segment_bytes(
           p, true, keep,
           [&](const wal::Header& h) {
             if (h.region != s.source)
@@ -299,7 +345,7 @@ Summary run(const Options& o, const std::function<void(const Difference&)>& on_d
     };
     // Applied in batches as they are read: a damaged segment stops the merge part way,
     // which is safe because applying is idempotent (rerun once the damage is dealt with).
-    read_sources(o, sum, [&](const Record& r) {
+    read_sources(o, sum, [&](const Record& r, std::string_view) {
       batch.push_back(r);
       if (batch.size() >= 10000) flush();
     });
@@ -317,7 +363,7 @@ Summary run(const Options& o, const std::function<void(const Difference&)>& on_d
 
   stdfs::path temp = o.temp_dir.empty() ? stdfs::path("/var/tmp") : o.temp_dir;
   Sorter sorter(o.sort_memory, temp);
-  read_sources(o, sum, [&](const Record& r) { sorter.add(r); });
+  read_sources(o, sum, [&](const Record&, std::string_view enc) { sorter.add(enc, hash::sha256(enc)); });
   sorter.finish();
   sum.runs = sorter.runs();
 
@@ -330,7 +376,7 @@ Summary run(const Options& o, const std::function<void(const Difference&)>& on_d
       sort_unique(evidence);  // complete: bulk_load reads it now
       return false;
     }
-    out = g.winner();
+    out = Group::decode(g.winner());
     uint8_t n = static_cast<uint8_t>(out.record.pcs_id.size());
     content.update(&n, 1);
     content.update(out.record.pcs_id);
@@ -338,7 +384,10 @@ Summary run(const Options& o, const std::function<void(const Difference&)>& on_d
     ++sum.winners;
     if (g.firsts.size() > 1) {
       ++sum.conflicts;
-      for (const Stored& s : g.firsts) evidence.push_back({s.record, s.digest, now});
+      for (const Group::First& f : g.firsts) {
+        Stored s = Group::decode(f);
+        evidence.push_back({std::move(s.record), s.digest, now});
+      }
     }
     if (o.progress && sum.winners % 200000 == 0) o.progress(fmt::format("loaded {} records", sum.winners));
     return true;

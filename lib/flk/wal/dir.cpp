@@ -124,6 +124,12 @@ std::optional<std::string> wal_region(const stdfs::path& dir) {
 
 uint64_t read_segment(const stdfs::path& path, bool sealed, const std::function<void(const Record&)>& fn,
                       const std::function<void(const Header&)>& on_header, hash::Sha256* hasher) {
+  return read_segment_bytes(
+      path, sealed, [&](const Record& r, std::string_view) { fn(r); }, on_header, hasher);
+}
+
+uint64_t read_segment_bytes(const stdfs::path& path, bool sealed, const RecordBytesFn& fn,
+                            const std::function<void(const Header&)>& on_header, hash::Sha256* hasher) {
   SegmentFile f{0, sealed, path};
   if (!sealed) {
     bool is_sealed = false;
@@ -138,7 +144,7 @@ uint64_t read_segment(const stdfs::path& path, bool sealed, const std::function<
     if (n == 0 && !seal_seen && r.header_ok() && on_header) on_header(r.header());
     switch (status) {
       case SegmentReader::Status::record:
-        fn(r.record());
+        fn(r.record(), r.record_bytes());
         ++n;
         continue;
       case SegmentReader::Status::seal:

@@ -50,6 +50,10 @@ SegmentStat stat_segment(const SegmentFile& f);
 // the segment; hasher (optional) absorbs every byte read. Returns the record count.
 uint64_t read_segment(const std::filesystem::path& path, bool sealed, const std::function<void(const Record&)>& fn,
                       const std::function<void(const Header&)>& on_header = {}, hash::Sha256* hasher = nullptr);
+// The same, giving each record's canonical encoding too (its digest is the SHA-256 of it).
+using RecordBytesFn = std::function<void(const Record&, std::string_view encoding)>;
+uint64_t read_segment_bytes(const std::filesystem::path& path, bool sealed, const RecordBytesFn& fn,
+                            const std::function<void(const Header&)>& on_header = {}, hash::Sha256* hasher = nullptr);
 
 // The SHA-256 of a whole file.
 hash::Digest file_digest(const std::filesystem::path& path);

@@ -101,6 +101,10 @@ class SegmentReader {
   const Header& header() const { return header_; }
   bool header_ok() const { return header_ok_; }
   const Record& record() const { return record_; }
+  // The canonical encoding of the record last returned (valid until next()).
+  std::string_view record_bytes() const {
+    return std::string_view(payload_).substr(kFrameHeadSize);
+  }
   const Seal& seal() const { return seal_; }
   const Damage& damage() const { return damage_; }
   const std::string& name() const { return name_; }
