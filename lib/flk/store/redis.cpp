@@ -73,6 +73,7 @@
 #include <charconv>
 #include <cstring>
 #include <deque>
+#include <tuple>
 
 #include "flk/store/backends.hpp"
 #include "flk/util/error.hpp"
@@ -465,7 +466,8 @@ std::string_view str(const redisReply* r) { return std::string_view(r->str, r->l
 Code reply_code(std::string_view msg) {
   auto starts = [&](std::string_view p) { return msg.rfind(p, 0) == 0; };
   if (starts("NOAUTH") || starts("WRONGPASS") || starts("NOPERM")) return Code::no_perm;
-  if (starts("LOADING") || starts("BUSY") || starts("MASTERDOWN") || starts("TRYAGAIN") || starts("FLKGONE"))
+  if (starts("LOADING") || starts("BUSY ") || starts("MASTERDOWN") || starts("TRYAGAIN") || starts("FLKGONE") ||
+      starts("ERR max number of clients"))
     return Code::temp_fail;
   if (starts("FLKSCHEMA")) return Code::config;
   if (starts("FLKCORRUPT")) return Code::data;
@@ -514,11 +516,15 @@ class Conn {
       a.add(t_.password);
       Reply r = raw(a, "authenticating");
       // A server without a password answers AUTH with an error; it needs none, so go on.
-      if (r->type == REDIS_REPLY_ERROR &&
-          str(r.get()).find("without any password configured") == std::string_view::npos) {
-        std::string why = tidy(str(r.get()));
+      std::string_view msg = r->type == REDIS_REPLY_ERROR ? str(r.get()) : std::string_view();
+      if (!msg.empty() && msg.find("without any password configured") == std::string_view::npos) {
+        // Redis ≥ 6 says WRONGPASS, older ones "ERR invalid password".
+        bool refused = reply_code(msg) == Code::no_perm || msg.rfind("ERR invalid password", 0) == 0 ||
+                       msg.rfind("ERR invalid username", 0) == 0;
+        std::string why = tidy(msg);
         close();
-        fail(Code::no_perm, "store '{}': authentication refused: {}", t_.masked, why);
+        if (refused) fail(Code::no_perm, "store '{}': authentication refused: {}", t_.masked, why);
+        fail(reply_code(msg), "store '{}': authenticating: {}", t_.masked, why);
       }
     }
     if (t_.db != 0) {
@@ -560,12 +566,12 @@ class Conn {
     return check(std::move(r), what);
   }
 
-  // Pipelining: append() buffers a command, read() returns the next reply (sending
-  // whatever is buffered first). An error drops the connection (its replies are then
-  // out of step).
-  void append(Args& a) {
+  // Pipelining: append_formatted() buffers bytes already in RESP (a command or part of
+  // one), read() returns the next reply (sending whatever is buffered first). An error
+  // drops the connection (its replies are then out of step).
+  void append_formatted(std::string_view resp) {
     if (!c_) connect();
-    if (redisAppendCommandArgv(c_, a.argc(), a.argv(), a.argvlen()) != REDIS_OK) lost("sending");
+    if (redisAppendFormattedCommand(c_, resp.data(), resp.size()) != REDIS_OK) lost("sending");
   }
   Reply read(std::string_view what) {
     void* p = nullptr;
@@ -641,12 +647,29 @@ void append_key(std::string& out, const Record& r, const hash::Digest& d) {
   out.append(reinterpret_cast<const char*>(d.data()), d.size());
 }
 
+size_t value_size(const Record& r) { return 1 + 8 + r.region.size() + 1 + 32 + 1 + encoded_size(r); }
+
 // V (see the top of the file).
 void append_value(std::string& out, const Record& r, const hash::Digest& d) {
   out += static_cast<char>(8 + r.region.size() + 1 + d.size());
   append_key(out, r, d);
   out += static_cast<char>(r.outcome);
   encode_record(out, r);
+}
+
+// RESP by hand, for bulk_load: "*3\r\n" (an array of 3), "$5\r\nhello\r\n".
+void resp_count(std::string& out, char kind, size_t n) {
+  char buf[24];
+  buf[0] = kind;
+  char* end = std::to_chars(buf + 1, buf + sizeof buf, n).ptr;
+  out.append(buf, static_cast<size_t>(end - buf));
+  out += "\r\n";
+}
+
+void resp_arg(std::string& out, std::string_view s) {
+  resp_count(out, '$', s.size());
+  out += s;
+  out += "\r\n";
 }
 
 void format_watermark(std::string& out, const Watermark& w) {
@@ -804,7 +827,7 @@ class RedisStore final : public Store {
     for (size_t i = 0; i < records.size(); ++i) {
       const Record& r = records[i];
       check_record(r);
-      values[i].reserve(2 + 8 + r.region.size() + 1 + 32 + encoded_size(r));
+      values[i].reserve(value_size(r));
       append_value(values[i], r, record_digest(r));
       a.add(r.pcs_id).add(values[i]);
     }
@@ -823,8 +846,9 @@ class RedisStore final : public Store {
     std::string base = fmt::format("{}:g{}:", conn_.target().prefix, gen);
     std::string rkey = base + "r", ikey = base + "ids", ekey = base + "e", eikey = base + "eids";
 
-    // Chunks of HSET + ZADD, kLoadWindow commands in flight: while the server works
-    // on one window, we build the next.
+    // Chunks of HSET + ZADD, written as RESP straight into two buffers (no copy per
+    // argument, no allocation per record), kLoadWindow commands in flight: while the
+    // server works on one window, we build the next.
     size_t sent = 0, answered = 0;
     auto drain = [&](size_t keep) {
       while (sent - answered > keep) {
@@ -832,26 +856,38 @@ class RedisStore final : public Store {
         ++answered;
       }
     };
-    std::vector<std::string> ids, values;
-    Args h, z;
-    auto flush = [&](const std::string& hkey, const std::string& zkey) {
-      if (ids.empty()) return;
-      h.clear();
-      z.clear();
-      h.reserve(2 + 2 * ids.size());
-      z.reserve(2 + 2 * ids.size());
-      h.add("HSET").add(hkey);
-      z.add("ZADD").add(zkey);
-      for (size_t i = 0; i < ids.size(); ++i) {
-        h.add(ids[i]).add(values[i]);
-        z.add("0").add(ids[i]);
+    std::string head, hbody, zbody;
+    size_t n = 0;
+    auto flush = [&](std::string_view hkey, std::string_view zkey) {
+      if (n == 0) return;
+      for (auto [cmd, key, body] : {std::tuple{"HSET", hkey, &hbody}, std::tuple{"ZADD", zkey, &zbody}}) {
+        head.clear();
+        resp_count(head, '*', 2 + 2 * n);
+        resp_arg(head, cmd);
+        resp_arg(head, key);
+        conn_.append_formatted(head);
+        conn_.append_formatted(*body);
+        body->clear();
       }
-      conn_.append(h);
-      conn_.append(z);
       sent += 2;
+      n = 0;
       drain(2 * kLoadWindow);
-      ids.clear();
-      values.clear();
+    };
+    // One pcs_id (or evidence field) and its value; `prefix`: 8 bytes before V.
+    auto add = [&](std::string_view field, const Record& r, const hash::Digest& d, const int64_t* prefix) {
+      check_record(r);
+      resp_arg(hbody, field);
+      size_t len = (prefix ? 8 : 0) + value_size(r);
+      resp_count(hbody, '$', len);
+      size_t at = hbody.size();
+      if (prefix) put_be64(hbody, static_cast<uint64_t>(*prefix));
+      append_value(hbody, r, d);
+      if (hbody.size() - at != len)  // a bug: value_size() must agree with append_value()
+        fail(Code::internal, "store '{}': value of '{}' is {} bytes, not {}", name(), r.pcs_id, hbody.size() - at, len);
+      hbody += "\r\n";
+      resp_arg(zbody, "0");
+      resp_arg(zbody, field);
+      ++n;
     };
 
     Stored st;
@@ -861,23 +897,18 @@ class RedisStore final : public Store {
       if (!first && st.record.pcs_id <= last)
         fail(Code::internal, "store '{}': bulk load out of order at '{}'", name(), st.record.pcs_id);
       first = false;
-      check_record(st.record);
       last = st.record.pcs_id;
-      ids.push_back(st.record.pcs_id);
-      std::string& v = values.emplace_back();
-      v.reserve(2 + 8 + st.record.region.size() + 1 + 32 + encoded_size(st.record));
-      append_value(v, st.record, st.digest);
-      if (ids.size() == kLoadChunk) flush(rkey, ikey);
+      add(st.record.pcs_id, st.record, st.digest, nullptr);
+      if (n == kLoadChunk) flush(rkey, ikey);
     }
     flush(rkey, ikey);
+    std::string field;
     for (const Evidence& e : evidence) {
-      check_record(e.record);
-      ids.push_back(e.record.pcs_id + '\0');
-      ids.back().append(reinterpret_cast<const char*>(e.digest.data()), e.digest.size());
-      std::string& v = values.emplace_back();
-      put_be64(v, static_cast<uint64_t>(e.detected_at));
-      append_value(v, e.record, e.digest);
-      if (ids.size() == kLoadChunk) flush(ekey, eikey);
+      field = e.record.pcs_id;
+      field += '\0';
+      field.append(reinterpret_cast<const char*>(e.digest.data()), e.digest.size());
+      add(field, e.record, e.digest, &e.detected_at);
+      if (n == kLoadChunk) flush(ekey, eikey);
     }
     flush(ekey, eikey);
     drain(0);
