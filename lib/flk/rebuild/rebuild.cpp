@@ -157,6 +157,10 @@ class Sorter {
   }
 
   void add(std::string_view enc, const hash::Digest& digest) {
+    if (arena_.capacity() == 0) {  // reserve once: growth by doubling would overshoot the bound
+      arena_.reserve(memory_ * 3 / 4);
+      items_.reserve(memory_ / 4 / sizeof(Item));
+    }
     View v = view_of(enc, digest);
     // The first 8 bytes of the pcs_id, big-endian: most comparisons end here.
     uint64_t prefix = 0;
