@@ -330,7 +330,7 @@ rebuild_figure() {
   echo "# bench: no mailbox, no store of the host" >"$rebuild_cfg"
   rebuild_run "$wal" "$work/rebuild.json"
   sqlite3 -csv "$rebuild_db" \
-    "SELECT pcs_id, tenant_id, outcome, ts, region, params, payload, hex(digest) FROM records ORDER BY pcs_id" >"$csv"
+    "SELECT pcs_id, tenant_id, outcome, ts, region, params, payload, hex(digest) FROM records ORDER BY ts" >"$csv"
   {
     echo "CREATE TABLE records("
     echo "  pcs_id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, outcome INTEGER NOT NULL, ts INTEGER NOT NULL,"
