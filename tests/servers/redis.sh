@@ -7,7 +7,9 @@
 # (redis://:flk-test-pw@127.0.0.1:PORT/0). A server already on the default port 6379
 # (the package starts one) is neither used nor disturbed: the port is picked at random
 # among free ones, and the script checks that the server answering is its own.
-# stop: shuts that server down (SIGTERM, then SIGKILL) and removes its files.
+# stop: shuts that server down (SIGTERM, then SIGKILL) and removes its files. A start
+# where a server of an earlier run is still running (an interrupted test run) stops it
+# first.
 set -eu
 
 usage() {
@@ -24,11 +26,15 @@ pidfile=$dir/redis.pid
 
 say() { echo "redis.sh: $*" >&2; }
 
-# The pid in the pid file when that process is alive.
+# The pid in the pid file when that process is alive and a redis-server (not a
+# process that reused the pid of one long gone).
 running_pid() {
   [ -s "$pidfile" ] || return 1
   pid=$(cat "$pidfile")
   kill -0 "$pid" 2>/dev/null || return 1
+  if [ -r "/proc/$pid/comm" ]; then
+    case $(cat "/proc/$pid/comm") in redis-server* | redis-check*) ;; *) return 1 ;; esac
+  fi
   echo "$pid"
 }
 
@@ -51,8 +57,9 @@ start() {
   dir=$(cd "$dir" && pwd)
   pidfile=$dir/redis.pid
   if pid=$(running_pid); then
-    say "error: a server started here is still running (pid $pid); stop it first"
-    exit 75
+    say "a server left running here (pid $pid): stopping it first"
+    stop
+    mkdir -p "$dir/redis"
   fi
   rm -f "$dir/redis.url" "$pidfile"
   tries=0
