@@ -67,10 +67,14 @@ start() {
     tries=$((tries + 1))
     port=$(random_port)
     port_in_use "$port" && continue
-    "$server" --bind 127.0.0.1 --port "$port" --daemonize yes \
+    if ! "$server" --bind 127.0.0.1 --port "$port" --daemonize yes \
       --pidfile "$pidfile" --logfile "$dir/redis.log" --dir "$dir/redis" \
       --requirepass "$password" --save '' --appendonly no \
-      --protected-mode yes >/dev/null
+      --protected-mode yes >"$dir/redis.out" 2>&1; then
+      say "error: cannot start '$server':"
+      cat "$dir/redis.out" >&2
+      exit 69
+    fi
     # Up when our own process (the pid in the pid file) answers on the port.
     waited=0
     while [ $waited -lt 100 ]; do
@@ -110,7 +114,7 @@ stop() {
       kill -9 "$pid" 2>/dev/null || :
     fi
   fi
-  rm -rf "$dir/redis" "$dir/redis.url" "$dir/redis.url.tmp" "$pidfile" "$dir/redis.log"
+  rm -rf "$dir/redis" "$dir/redis.url" "$dir/redis.url.tmp" "$pidfile" "$dir/redis.log" "$dir/redis.out"
 }
 
 case $cmd in
