@@ -40,9 +40,9 @@
 // and AOF/replicas receive its writes as one MULTI/EXEC, so no client and no restart
 // sees half of it. A script that fails half-way keeps what it already wrote, so the
 // script checks everything (schema, generation, key types) and computes every write
-// before its first write; the remaining failure is the server refusing a write for
-// maxmemory, which Redis checks at a script's first write. We chose the script over
-// WATCH + plan() + MULTI/EXEC because all records live in one hash: WATCH on it would
+// before its first write; the remaining failure, the server refusing writes over
+// maxmemory, comes at the first write, when nothing is written yet. We chose the script
+// over WATCH + plan() + MULTI/EXEC because all records live in one hash: WATCH on it would
 // abort a batch whenever any other writer touched any record, and concurrent readers
 // (one flk-read per source) would retry each other into the ground; the script needs no
 // retry and one round trip. The price: the rule exists twice (plan() and the script),
@@ -54,7 +54,9 @@
 // generation. A scan pages through one generation; when it was replaced under it, the
 // next page fails with temp_fail ("run again") rather than silently ending early. A
 // scan is not a snapshot: records written during it may or may not be seen (each is
-// seen whole). A scratch store destroyed without replace_with() (a failed rebuild)
+// seen whole). Batches applied to the live store while a rebuild loads go to the old
+// generation and leave with it: replace_with() replaces the whole content, as in the
+// other back ends. A scratch store destroyed without replace_with() (a failed rebuild)
 // UNLINKs its generation; if even that fails, the next open_scratch() does.
 //
 // Durability is the server's: with appendonly yes and appendfsync always an applied
@@ -149,7 +151,7 @@ elseif op == 'scratch' then
   return g
 elseif op == 'swap' then
   if want ~= m[3] then
-    return redis.error_reply('FLKGONE generation ' .. want .. ' is no longer the scratch store (another rebuild started)')
+    return redis.error_reply('FLKGONE generation ' .. want .. ' is no longer the scratch store (another rebuild began)')
   end
   redis.call('HSET', meta, 'current', want)
   redis.call('HDEL', meta, 'scratch')
