@@ -58,7 +58,7 @@ const char* type_name(simdjson::dom::element v) {
 
 // Validation shared by JSON input and binary decoding. Returns an empty string when
 // valid, else "field '…': why".
-std::string validate(const Record& r) {
+std::string validate(const RecordView& r) {
   auto bad = [](std::string_view f, std::string why) { return fmt::format("field '{}': {}", f, why); };
   if (r.pcs_id.empty() || r.pcs_id.size() > kMaxIdBytes) return bad("pcs_id", "must be 1–255 bytes");
   for (char c : r.pcs_id)
@@ -72,6 +72,13 @@ std::string validate(const Record& r) {
   if (!valid_region(r.region)) return bad("region", fmt::format("invalid region name '{}'", r.region));
   if (r.payload && r.payload->size() > kMaxPayloadBytes) return bad("payload", "larger than 1 MiB encoded");
   return {};
+}
+
+RecordView view(const Record& r) {
+  RecordView v{r.outcome, r.ts, r.region, r.pcs_id, r.tenant_id, std::nullopt, std::nullopt};
+  if (r.params) v.params = *r.params;
+  if (r.payload) v.payload = *r.payload;
+  return v;
 }
 
 // Thread-local: a simdjson parser reuses its buffers between documents.
@@ -152,7 +159,7 @@ Record record_from_json(std::string_view line, const RecordDefaults& defaults, b
   } else if (!defaults.region.empty() && r.region != defaults.region) {
     fail(Code::data, "field 'region': '{}' is not this WAL's region '{}'", r.region, defaults.region);
   }
-  if (std::string why = validate(r); !why.empty()) throw Error(Code::data, why);
+  if (std::string why = validate(view(r)); !why.empty()) throw Error(Code::data, why);
   return r;
 }
 
@@ -198,17 +205,17 @@ struct Cursor {
     pos += sizeof(T);
     return true;
   }
-  bool bytes(size_t n, std::string& out) {
+  bool bytes(size_t n, std::string_view& out) {
     if (b.size() - pos < n) return false;
-    out.assign(b.data() + pos, n);
+    out = b.substr(pos, n);
     pos += n;
     return true;
   }
-  bool short_str(std::string& out) {
+  bool short_str(std::string_view& out) {
     uint8_t n;
     return get(n) && bytes(n, out);
   }
-  bool long_str(std::string& out) {
+  bool long_str(std::string_view& out) {
     uint32_t n;
     return get(n) && bytes(n, out);
   }
@@ -238,7 +245,7 @@ void encode_record(std::string& out, const Record& r) {
   if (r.payload) put_long(out, *r.payload);
 }
 
-bool decode_record(std::string_view bytes, Record& out, std::string* why) {
+bool parse_record(std::string_view bytes, RecordView& out, std::string* why) {
   auto bad = [&](const char* w) {
     if (why) *why = w;
     return false;
@@ -270,6 +277,33 @@ bool decode_record(std::string_view bytes, Record& out, std::string* why) {
     return false;
   }
   return true;
+}
+
+bool decode_record(std::string_view bytes, Record& out, std::string* why) {
+  RecordView v;
+  if (!parse_record(bytes, v, why)) return false;
+  out.outcome = v.outcome;
+  out.ts = v.ts;
+  out.region.assign(v.region);
+  out.pcs_id.assign(v.pcs_id);
+  out.tenant_id.assign(v.tenant_id);
+  if (v.params) out.params.emplace(*v.params);
+  else out.params.reset();
+  if (v.payload) out.payload.emplace(*v.payload);
+  else out.payload.reset();
+  return true;
+}
+
+Record to_record(const RecordView& v) {
+  Record r;
+  r.outcome = v.outcome;
+  r.ts = v.ts;
+  r.region.assign(v.region);
+  r.pcs_id.assign(v.pcs_id);
+  r.tenant_id.assign(v.tenant_id);
+  if (v.params) r.params.emplace(*v.params);
+  if (v.payload) r.payload.emplace(*v.payload);
+  return r;
 }
 
 hash::Digest record_digest(const Record& r) {

@@ -76,9 +76,21 @@ void append_record_json(std::string& out, const Record& r);
 // Canonical binary encoding.
 void encode_record(std::string& out, const Record& r);
 size_t encoded_size(const Record& r);
-// Decodes one record; returns false (and sets why) when the bytes are not a valid
-// encoding. Every field is validated as on input.
+// A record's fields viewed in its encoding (valid while the bytes are).
+struct RecordView {
+  Outcome outcome = Outcome::accepted;
+  int64_t ts = 0;
+  std::string_view region, pcs_id, tenant_id;
+  std::optional<std::string_view> params, payload;
+};
+
+// Parses and validates one encoding in place (no allocation); false (and why) when
+// the bytes are not a valid encoding. Every field is validated as on input.
+bool parse_record(std::string_view bytes, RecordView& out, std::string* why);
+// The same, into a Record of its own.
 bool decode_record(std::string_view bytes, Record& out, std::string* why);
+// A Record holding copies of a view's fields.
+Record to_record(const RecordView& v);
 
 hash::Digest record_digest(const Record& r);
 

@@ -273,8 +273,8 @@ void sort_unique(std::vector<store::Evidence>& ev) {
 
 // Reads every record of the sources, calling fn; fills the summary's segment counts
 // and the replay watermarks of the mailbox streams.
-void read_sources(const Options& o, Summary& sum, const wal::RecordBytesFn& fn) {
-  auto keep = [&](const Record& r, std::string_view enc) {
+void read_sources(const Options& o, Summary& sum, const wal::RecordViewFn& fn) {
+  auto keep = [&](const RecordView& r, std::string_view enc) {
     if (o.since && r.ts < *o.since) return;
     ++sum.records;
     fn(r, enc);
@@ -295,7 +295,7 @@ void read_sources(const Options& o, Summary& sum, const wal::RecordBytesFn& fn) 
   for (const auto& f : wal::list_segments(o.wal_dir)) {
     ++sum.segments;
     if (f.sealed && skip_sealed(f.path)) continue;
-    wal::read_segment_bytes(f.path, f.sealed, keep, [&](const wal::Header& h) {
+    wal::read_segment_views(f.path, f.sealed, keep, [&](const wal::Header& h) {
       if (h.region != o.region)
         fail(Code::usage, "WAL '{}' belongs to region '{}', not '{}'", o.wal_dir.string(), h.region, o.region);
     });
@@ -316,7 +316,7 @@ void read_sources(const Options& o, Summary& sum, const wal::RecordBytesFn& fn) 
       }
       ++sum.segments;
       hash::Sha256 sha;
-      wal::read_segment_bytes(
+      wal::read_segment_views(
           p, true, keep,
           [&](const wal::Header& h) {
             if (h.region != s.source)
@@ -349,8 +349,8 @@ Summary run(const Options& o, const std::function<void(const Difference&)>& on_d
     };
     // Applied in batches as they are read: a damaged segment stops the merge part way,
     // which is safe because applying is idempotent (rerun once the damage is dealt with).
-    read_sources(o, sum, [&](const Record& r, std::string_view) {
-      batch.push_back(r);
+    read_sources(o, sum, [&](const RecordView& r, std::string_view) {
+      batch.push_back(to_record(r));
       if (batch.size() >= 10000) flush();
     });
     flush();
@@ -367,7 +367,7 @@ Summary run(const Options& o, const std::function<void(const Difference&)>& on_d
 
   stdfs::path temp = o.temp_dir.empty() ? stdfs::path("/var/tmp") : o.temp_dir;
   Sorter sorter(o.sort_memory, temp);
-  read_sources(o, sum, [&](const Record&, std::string_view enc) { sorter.add(enc, hash::sha256(enc)); });
+  read_sources(o, sum, [&](const RecordView&, std::string_view enc) { sorter.add(enc, hash::sha256(enc)); });
   sorter.finish();
   sum.runs = sorter.runs();
 

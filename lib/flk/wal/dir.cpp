@@ -122,21 +122,31 @@ std::optional<std::string> wal_region(const stdfs::path& dir) {
   return stat_segment(files.back()).header.region;
 }
 
+static uint64_t read_records(const stdfs::path& path, bool sealed, bool materialize,
+                             const std::function<void(const SegmentReader&)>& fn,
+                             const std::function<void(const Header&)>& on_header, hash::Sha256* hasher);
+
 uint64_t read_segment(const stdfs::path& path, bool sealed, const std::function<void(const Record&)>& fn,
                       const std::function<void(const Header&)>& on_header, hash::Sha256* hasher) {
-  return read_segment_bytes(
-      path, sealed, [&](const Record& r, std::string_view) { fn(r); }, on_header, hasher);
+  return read_records(path, sealed, true, [&](const SegmentReader& r) { fn(r.record()); }, on_header, hasher);
 }
 
-uint64_t read_segment_bytes(const stdfs::path& path, bool sealed, const RecordBytesFn& fn,
+uint64_t read_segment_views(const stdfs::path& path, bool sealed, const RecordViewFn& fn,
                             const std::function<void(const Header&)>& on_header, hash::Sha256* hasher) {
+  return read_records(
+      path, sealed, false, [&](const SegmentReader& r) { fn(r.view(), r.record_bytes()); }, on_header, hasher);
+}
+
+static uint64_t read_records(const stdfs::path& path, bool sealed, bool materialize,
+                             const std::function<void(const SegmentReader&)>& fn,
+                             const std::function<void(const Header&)>& on_header, hash::Sha256* hasher) {
   SegmentFile f{0, sealed, path};
   if (!sealed) {
     bool is_sealed = false;
     f.sequence = parse_segment_file_name(path.filename().string(), &is_sealed).value_or(0);
   }
   FileSource src(f.sequence ? open_listed(f) : fs::Fd::open(path.string(), O_RDONLY));
-  SegmentReader r(src, f.path.string(), hasher);
+  SegmentReader r(src, f.path.string(), hasher, materialize);
   uint64_t n = 0;
   bool seal_seen = false;
   for (;;) {
@@ -144,7 +154,7 @@ uint64_t read_segment_bytes(const stdfs::path& path, bool sealed, const RecordBy
     if (n == 0 && !seal_seen && r.header_ok() && on_header) on_header(r.header());
     switch (status) {
       case SegmentReader::Status::record:
-        fn(r.record(), r.record_bytes());
+        fn(r);
         ++n;
         continue;
       case SegmentReader::Status::seal:

@@ -50,9 +50,10 @@ SegmentStat stat_segment(const SegmentFile& f);
 // the segment; hasher (optional) absorbs every byte read. Returns the record count.
 uint64_t read_segment(const std::filesystem::path& path, bool sealed, const std::function<void(const Record&)>& fn,
                       const std::function<void(const Header&)>& on_header = {}, hash::Sha256* hasher = nullptr);
-// The same, giving each record's canonical encoding too (its digest is the SHA-256 of it).
-using RecordBytesFn = std::function<void(const Record&, std::string_view encoding)>;
-uint64_t read_segment_bytes(const std::filesystem::path& path, bool sealed, const RecordBytesFn& fn,
+// The same without a Record per record: each record as a view of its canonical
+// encoding, and the encoding (its digest is the SHA-256 of it); valid during the call.
+using RecordViewFn = std::function<void(const RecordView&, std::string_view encoding)>;
+uint64_t read_segment_views(const std::filesystem::path& path, bool sealed, const RecordViewFn& fn,
                             const std::function<void(const Header&)>& on_header = {}, hash::Sha256* hasher = nullptr);
 
 // The SHA-256 of a whole file.

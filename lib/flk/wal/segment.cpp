@@ -158,8 +158,8 @@ size_t FileSource::read(void* out, size_t n) {
   return got;
 }
 
-SegmentReader::SegmentReader(Source& src, std::string name, hash::Sha256* hasher)
-    : src_(src), name_(std::move(name)), hasher_(hasher) {}
+SegmentReader::SegmentReader(Source& src, std::string name, hash::Sha256* hasher, bool materialize)
+    : src_(src), name_(std::move(name)), hasher_(hasher), materialize_(materialize) {}
 
 bool SegmentReader::rest_is_zero(std::string_view already_read) {
   for (char c : already_read)
@@ -228,12 +228,14 @@ SegmentReader::Status SegmentReader::next() {
     sealed_ = true;
   } else {
     std::string why;
-    if (!decode_record(body, record_, &why)) return fail_at(frame_offset_, "invalid record: " + why, false);
+    if (!parse_record(body, view_, &why)) return fail_at(frame_offset_, "invalid record: " + why, false);
+    if (materialize_) record_ = to_record(view_);
+    int64_t ts = view_.ts;
     if (counted_.records == 0) {
-      counted_.first_ts = counted_.last_ts = record_.ts;
+      counted_.first_ts = counted_.last_ts = ts;
     } else {
-      counted_.first_ts = std::min(counted_.first_ts, record_.ts);
-      counted_.last_ts = std::max(counted_.last_ts, record_.ts);
+      counted_.first_ts = std::min(counted_.first_ts, ts);
+      counted_.last_ts = std::max(counted_.last_ts, ts);
     }
     ++counted_.records;
   }

@@ -93,7 +93,9 @@ class SegmentReader {
  public:
   // When hasher is given, every byte of the header and of each good frame is fed to it
   // (so after a clean read it holds the segment's digest).
-  SegmentReader(Source& src, std::string name, hash::Sha256* hasher = nullptr);
+  // With materialize = false records are validated in place and only view() and
+  // record_bytes() describe them (no allocation per record); record() stays empty.
+  SegmentReader(Source& src, std::string name, hash::Sha256* hasher = nullptr, bool materialize = true);
 
   enum class Status { record, seal, end, damage };
   Status next();
@@ -101,6 +103,7 @@ class SegmentReader {
   const Header& header() const { return header_; }
   bool header_ok() const { return header_ok_; }
   const Record& record() const { return record_; }
+  const RecordView& view() const { return view_; }
   // The canonical encoding of the record last returned (valid until next()).
   std::string_view record_bytes() const {
     return std::string_view(payload_).substr(kFrameHeadSize);
@@ -121,12 +124,14 @@ class SegmentReader {
   Source& src_;
   std::string name_;
   hash::Sha256* hasher_;
+  bool materialize_;
   Header header_;
   bool header_ok_ = false;
   bool started_ = false;
   bool sealed_ = false;
   bool done_ = false;
   Record record_;
+  RecordView view_;
   Seal seal_;
   Seal counted_;
   Damage damage_;
