@@ -22,6 +22,9 @@
 #include "flk/util/error.hpp"
 #include "test_util.hpp"
 
+using flk::test::contents;
+using flk::test::rec;
+
 using namespace flk;
 using namespace flk::store;
 
@@ -94,21 +97,7 @@ Error open_error(const std::string& url) {
   return Error(Code::ok, "");
 }
 
-Record rec(std::string id, Outcome o, int64_t ts, std::string region = "us-east-1") {
-  Record r;
-  r.pcs_id = std::move(id);
-  r.tenant_id = "t1";
-  r.outcome = o;
-  r.ts = ts;
-  r.region = std::move(region);
-  return r;
-}
 
-std::vector<Stored> contents(Store& s) {
-  std::vector<Stored> out;
-  s.scan([&](const Stored& st) { out.push_back(st); });
-  return out;
-}
 
 }  // namespace
 

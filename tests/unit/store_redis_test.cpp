@@ -24,6 +24,9 @@
 #include "flk/util/error.hpp"
 #include "test_util.hpp"
 
+using flk::test::contents;
+using flk::test::rec;
+
 using namespace flk;
 using namespace flk::store;
 
@@ -80,21 +83,7 @@ std::string cli(const Server& s, const std::string& args, int db = 0) {
   return out;
 }
 
-Record rec(std::string id, Outcome o, int64_t ts, std::string region = "us-east-1", std::string tenant = "t1") {
-  Record r;
-  r.pcs_id = std::move(id);
-  r.tenant_id = std::move(tenant);
-  r.outcome = o;
-  r.ts = ts;
-  r.region = std::move(region);
-  return r;
-}
 
-std::vector<Stored> contents(Store& s) {
-  std::vector<Stored> out;
-  s.scan([&](const Stored& st) { out.push_back(st); });
-  return out;
-}
 
 // Runs f, which must throw flk::Error; returns it.
 template <typename F>

@@ -11,26 +11,15 @@
 #include "flk/util/fs.hpp"
 #include "test_util.hpp"
 
+using flk::test::contents;
+using flk::test::rec;
+
 using namespace flk;
 using namespace flk::store;
 
 namespace {
 
-Record rec(std::string id, Outcome o, int64_t ts, std::string region = "us-east-1", std::string tenant = "t1") {
-  Record r;
-  r.pcs_id = std::move(id);
-  r.tenant_id = std::move(tenant);
-  r.outcome = o;
-  r.ts = ts;
-  r.region = std::move(region);
-  return r;
-}
 
-std::vector<Stored> contents(Store& s) {
-  std::vector<Stored> out;
-  s.scan([&](const Stored& st) { out.push_back(st); });
-  return out;
-}
 
 // The reference model: the first write per pcs_id, by the rule of DESIGN.md §1.
 std::map<std::string, Stored> model(const std::vector<Record>& records) {

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "flk/core/record.hpp"
+#include "flk/store/store.hpp"
 
 namespace flk::test {
 
@@ -74,6 +75,28 @@ inline std::vector<std::pair<std::string, std::string>> store_urls(const std::fi
   };
   if (std::string pg = read_url("postgres"); !pg.empty()) out.emplace_back("postgres", with(pg, "schema=" + tag));
   if (std::string rd = read_url("redis"); !rd.empty()) out.emplace_back("redis", with(rd, "prefix=" + tag));
+  return out;
+}
+
+}  // namespace flk::test
+
+namespace flk::test {
+
+// A record with the fields the store tests vary.
+inline Record rec(std::string id, Outcome o, int64_t ts, std::string region = "us-east-1", std::string tenant = "t1") {
+  Record r;
+  r.pcs_id = std::move(id);
+  r.tenant_id = std::move(tenant);
+  r.outcome = o;
+  r.ts = ts;
+  r.region = std::move(region);
+  return r;
+}
+
+// Everything a store holds, in scan order.
+inline std::vector<store::Stored> contents(store::Store& s) {
+  std::vector<store::Stored> out;
+  s.scan([&](const store::Stored& st) { out.push_back(st); });
   return out;
 }
 

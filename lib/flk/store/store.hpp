@@ -97,7 +97,8 @@ class Store {
   virtual void bulk_load(const std::function<bool(Stored&)>& next, const std::vector<Evidence>& evidence) = 0;
 
   // A new, empty store beside this one, for a rebuild (sqlite: a file beside it;
-  // postgres: another schema; redis: another database). Anything left there by an
+  // postgres: the schema <schema>_rebuild; redis: a new key generation under the
+  // same prefix). Its url() is this one's with "#rebuild" or ".rebuild" added. Anything left there by an
   // earlier, interrupted rebuild is removed first.
   virtual std::unique_ptr<Store> open_scratch() = 0;
   // Atomically replaces this store's whole content (records, evidence, watermarks)
@@ -108,8 +109,9 @@ class Store {
 
 // Opens (and creates or migrates the schema of) the store a URL names:
 //   sqlite:///var/lib/flk/dedup.db     (also sqlite://relative/path)
-//   postgres://user:pass@host:port/db?sslmode=…   (postgresql:// too; libpq conninfo URI)
-//   redis://[:pass@]host:port/db
+//   postgres://user:pass@host:port/db?sslmode=…&schema=NAME   (postgresql:// too; a libpq
+//                       connection URI; flk's tables in schema NAME, default flk)
+//   redis://[[user]:pass@]host:port/db[?prefix=NAME]   (keys under NAME, default flk)
 // Errors name the URL with the password masked: malformed URL or a schema version
 // this build does not know → config (78); server unreachable → unavailable (69);
 // authentication refused → no_perm (77).
