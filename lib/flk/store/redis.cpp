@@ -547,7 +547,7 @@ class Conn {
   Reply run(Args& a, std::string_view what) { return check(raw(a, what), what); }
 
   // Runs kScript (EVALSHA; EVAL when the server has forgotten it). `a` starts with
-  // two placeholders for EVALSHA and the digest.
+  // two slots for EVALSHA and the digest.
   Reply script(Args& a, std::string_view what) {
     if (!c_) connect();
     if (sha_.empty()) {

@@ -135,7 +135,7 @@ std::string read_file(const std::filesystem::path& path) {
 }
 
 AtomicFile::AtomicFile(std::filesystem::path path, int mode) : path_(std::move(path)) {
-  std::string tmpl = path_.string() + ".tmp.XXXXXX";
+  std::string tmpl = path_.string() + ".tmp." + std::string(6, 'X');  // mkostemp(3) template
   int fd = ::mkostemp(tmpl.data(), O_CLOEXEC);
   if (fd < 0) throw sys_error("cannot create", tmpl, errno, Code::cant_create);
   temp_ = tmpl;
