@@ -279,6 +279,19 @@ bool parse_record(std::string_view bytes, RecordView& out, std::string* why) {
   return true;
 }
 
+RecordView view_validated(std::string_view bytes) {
+  RecordView v;
+  Cursor c{bytes};
+  uint8_t version = 0, flags = 0, outcome = 0;
+  bool ok = c.get(version) && c.get(flags) && c.get(outcome) && c.get(v.ts) && c.short_str(v.region) &&
+            c.short_str(v.pcs_id) && c.short_str(v.tenant_id);
+  v.outcome = static_cast<Outcome>(outcome);
+  if (ok && (flags & 1)) ok = c.long_str(v.params.emplace());
+  if (ok && (flags & 2)) ok = c.long_str(v.payload.emplace());
+  if (!ok) throw std::logic_error("view_validated: bytes that were never validated");
+  return v;
+}
+
 bool decode_record(std::string_view bytes, Record& out, std::string* why) {
   RecordView v;
   if (!parse_record(bytes, v, why)) return false;

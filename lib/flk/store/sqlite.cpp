@@ -301,9 +301,8 @@ class SqliteStore final : public Store {
         fail(Code::internal, "store '{}': bulk load out of order at '{}'", db_.url(), st.record.pcs_id);
       first = false;
       last = st.record.pcs_id;
-      bind_record(insert_, st.record, st.digest);
+      bind_record(insert_, st.record, st.digest);  // binds every parameter: no clearing needed
       insert_.run();
-      insert_.reset();
     }
     add_evidence(evidence);
     tx.commit();
