@@ -25,6 +25,9 @@ dir=$2
 if [ "$cmd" = start ]; then mkdir -p "$dir"; fi
 if [ -d "$dir" ]; then dir=$(cd "$dir" && pwd); fi # absolute: start changes directory
 pg=$dir/pg
+# When the postgres user cannot reach DIR (a checkout under a 0700 home), the cluster
+# lives in a directory of its own under /tmp and DIR/pg is a symbolic link to it.
+if [ -L "$pg" ]; then pg=$(readlink "$pg"); fi
 data=$pg/data
 log=$pg/server.log
 password=flk-test-pw
@@ -81,7 +84,7 @@ stop() {
     as_owner "$bin/pg_ctl" -D "$data" -m fast -w -t 60 stop >/dev/null 2>&1 || true
   fi
   rm -rf "$pg"
-  rm -f "$dir/postgres.url"
+  rm -f "$dir/pg" "$dir/postgres.url"
 }
 
 start() {
@@ -91,8 +94,15 @@ start() {
   if [ "$(id -u)" -eq 0 ]; then
     id postgres >/dev/null 2>&1 || err "cannot run PostgreSQL as root and there is no 'postgres' user"
     chown postgres "$pg"
-    as_owner test -w "$pg" ||
-      err "cannot start PostgreSQL in '$pg': user 'postgres' cannot reach it (check the modes of its parents)"
+    if ! as_owner test -w "$pg"; then
+      rmdir "$pg"
+      pg=$(mktemp -d /tmp/flk-pg.XXXXXX)
+      chown postgres "$pg"
+      ln -s "$pg" "$dir/pg"
+      data=$pg/data
+      log=$pg/server.log
+      as_owner test -w "$pg" || err "cannot start PostgreSQL in '$pg': user 'postgres' cannot write there"
+    fi
   fi
   cd / # the owner may not be able to read the current directory
   as_owner "$bin/initdb" -D "$data" -U postgres -E UTF8 --locale=C --auth=trust --no-sync --no-instructions \
