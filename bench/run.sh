@@ -15,9 +15,12 @@
 #   FLK_BENCH_BIG_MIB   WAL size of the large memory run, MiB    (default 1024)
 #   FLK_BENCH_WORK      where WALs are written (its file system matters for syncs)
 #                                                                (default BUILD_DIR/bench)
-#   FLK_BENCH_ONLY      only one group of figures: wal (a-d) or rebuild (e)  (default both)
-#   FLK_BENCH_REBUILD_RECORDS  records for the rebuild figure     (default 1000000)
-#   FLK_BENCH_REBUILD_RUNS     runs of the rebuild figure         (default 3)
+#   FLK_BENCH_ONLY      only one group of figures: wal (a-d), rebuild (e) or servers (f, g)
+#                                                                (default all)
+#   FLK_BENCH_REBUILD_RECORDS  records for the rebuild figures    (default 1000000)
+#   FLK_BENCH_REBUILD_RUNS     runs of the rebuild figures        (default 3)
+#   FLK_BENCH_SERVERS   1: also the PostgreSQL and Redis figures f) and g), which start
+#                       throwaway servers with tests/servers/start.sh (default 0)
 set -euo pipefail
 
 if [ $# -ne 1 ] || [ ! -d "$1" ]; then
@@ -51,7 +54,17 @@ fi
 
 mkdir -p "$bb"
 work=$(mktemp -d "${FLK_BENCH_WORK:-$bb}/work.XXXXXX")
-trap 'rm -rf "$work"' EXIT
+servers_dir="" # set while the servers of figures f) and g) run; the trap stops them
+cleanup() {
+  if [ -n "$servers_dir" ]; then
+    "$src/tests/servers/stop.sh" "$servers_dir" >/dev/null 2>&1 || echo "bench/run.sh: warning: could not stop the servers in $servers_dir" >&2
+    rm -rf "$servers_dir"
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 results=$bb/results.jsonl
 : >"$results.tmp"
 table=()
@@ -95,7 +108,7 @@ fs_type=$(df --output=fstype "$work" | tail -n 1)
 started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 common="\"commit\":\"$commit\",\"started\":\"$started\",\"host_cpus\":$(nproc),\"fs\":\"$fs_type\""
 
-# want GROUP: whether the figures of GROUP (wal, rebuild) run (FLK_BENCH_ONLY).
+# want GROUP: whether the figures of GROUP (wal, rebuild, servers) run (FLK_BENCH_ONLY).
 want() { [ -z "${FLK_BENCH_ONLY:-}" ] || [ "$FLK_BENCH_ONLY" = "$1" ]; }
 
 # The WAL figures a) to d), not indented: FLK_BENCH_ONLY=rebuild skips them.
@@ -391,6 +404,180 @@ if want rebuild; then
   rebuild_figure "${FLK_BENCH_REBUILD_RECORDS:-1000000}" "${FLK_BENCH_REBUILD_RUNS:-3}"
 fi
 
+# ---------------------------------------------------------------------------------------
+# f) and g), only with FLK_BENCH_SERVERS=1: the rebuild of e) into PostgreSQL and into
+# Redis, on throwaway servers that tests/servers/start.sh starts in a directory under
+# the bench directory (stopped by the EXIT trap, whatever happens). One WAL of
+# FLK_BENCH_REBUILD_RECORDS records; every flk run is a fresh rebuild into a store that
+# does not exist (schema dropped, FLUSHDB: untimed).
+#
+# f) Baseline: psql's \copy of the same rows as CSV, in WAL order (exported ORDER BY ts
+#    from the store flk rebuilt, as e) does; the digest as bytea hex, '\x…', which COPY
+#    reads directly: no staging step), into an empty table created (untimed) with the
+#    DDL of lib/flk/store/postgres.cpp: same columns, pcs_id text COLLATE "C" PRIMARY KEY.
+#    One statement, one transaction; the server runs with fsync=off.
+# g) Baseline: redis-cli --pipe of the commands flk's bulk_load sends: per chunk of 1000
+#    records one HSET of 1000 (pcs_id, value) pairs into a hash and one ZADD of 1000
+#    (0, pcs_id) pairs into a sorted set, in WAL order. Each value has the length of
+#    flk's (measured from the store flk rebuilt: HSTRLEN of 1000 random fields) and is
+#    cut from the row's CSV text. The RESP file is made by awk from the CSV, untimed;
+#    FLUSHDB (untimed) before every run.
+servers_figures() {
+  local n=$1 rruns=$2 wal=$work/wal-servers csv=$work/servers.csv resp=$work/servers.resp
+  local i t pg_url redis_url got
+  say "servers: starting PostgreSQL and Redis (tests/servers/start.sh)"
+  servers_dir=$(mktemp -d "$bb/servers.XXXXXX")
+  chmod 755 "$servers_dir" # as root, PostgreSQL runs as user postgres and must reach it
+  "$src/tests/servers/start.sh" "$servers_dir" >&2
+  pg_url=$(cat "$servers_dir/postgres.url")
+  redis_url=$(cat "$servers_dir/redis.url")
+  pgq() { PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 -d "$pg_url" "$@"; }
+  # redis://:PASSWORD@HOST:PORT/DB (tests/servers/redis.sh); redis-cli -u refuses the empty user.
+  local r_host r_port r_pass r_db
+  read -r r_pass r_host r_port r_db < <(echo "$redis_url" | sed -n 's|^redis://:\([^@]*\)@\([^:/]*\):\([0-9]*\)/\([0-9]*\)$|\1 \2 \3 \4|p')
+  [ -n "$r_db" ] || { echo "bench/run.sh: error: unexpected Redis URL from tests/servers/redis.sh" >&2; exit 1; }
+  rcli() { REDISCLI_AUTH=$r_pass redis-cli -h "$r_host" -p "$r_port" -n "$r_db" "$@"; }
+
+  say "servers: writing a WAL of $n records"
+  "$gen" "$n" --frame-bytes "$frame_bytes" --region "$region" |
+    "$flk_wal" append --wal-dir "$wal" --region "$region" >/dev/null
+  echo "# bench: no mailbox, no store of the host" >"$rebuild_cfg"
+  # server_rebuild STORE OUT: one rebuild of the WAL into STORE, summary line to OUT.
+  server_rebuild() {
+    "$flk_rebuild" --config "$rebuild_cfg" --region "$region" --wal-dir "$wal" --no-mailbox --temp-dir "$work" \
+      --store "$1" >"$2"
+  }
+  # server_result NAME BASELINE_NAME N FLK_S… -- BASE_S… -- RATIO_S… -- NOTE JSON_EXTRA
+  server_result() {
+    local name=$1 bname=$2 label=$3 note=$4 extra=$5 flk_t base_t flk_rps base_rps ratio
+    shift 5
+    local -a fs=() bs=() rs=()
+    while [ "$1" != -- ]; do fs+=("$1"); shift; done
+    shift
+    while [ "$1" != -- ]; do bs+=("$1"); shift; done
+    shift
+    rs=("$@")
+    flk_t=$(median "${fs[@]}")
+    base_t=$(median "${bs[@]}")
+    flk_rps=$(calc "$n / $flk_t")
+    base_rps=$(calc "$n / $base_t")
+    ratio=$(median "${rs[@]}")
+    printf '{"figure":"rebuild.%s","unit":"records/s","flk":%s,"baseline":%s,"baseline_name":"%s","ratio":%s,"goal":"ratio >= 0.8","runs":%s,"records":%s,"flk_seconds":%s,"baseline_seconds":%s,%s%s}\n' \
+      "$name" "$flk_rps" "$base_rps" "$bname" "$ratio" "$rruns" "$n" "$(json_array "${fs[@]}")" \
+      "$(json_array "${bs[@]}")" "$extra" "$common" >>"$results.tmp"
+    row "$label" "$(human "$flk_rps")" "$(human "$base_rps")" "$(fmt2 "$ratio")" \
+      "$(human "$n") rec, $rruns runs; s: $(fmt2 "$flk_t")/$(fmt2 "$base_t"); $note"
+  }
+
+  # f) PostgreSQL.
+  local flk_s=() base_s=() ratio_s=() pg_store="$pg_url?schema=bench_flk"
+  local drop_flk="DROP SCHEMA IF EXISTS bench_flk CASCADE; DROP SCHEMA IF EXISTS bench_flk_rebuild CASCADE"
+  local make_base="DROP SCHEMA IF EXISTS bench_base CASCADE; CREATE SCHEMA bench_base;
+    CREATE TABLE bench_base.records (pcs_id text COLLATE \"C\" NOT NULL, tenant_id text NOT NULL,
+      outcome smallint NOT NULL, ts bigint NOT NULL, region text NOT NULL, params text, payload text,
+      digest bytea NOT NULL, CONSTRAINT records_pkey PRIMARY KEY (pcs_id))"
+  say "servers: $rruns runs of flk-rebuild-dedup into PostgreSQL and psql \\copy"
+  pgq -c "$drop_flk"
+  server_rebuild "$pg_store" "$work/pg.json" # untimed: warms the cache, makes the CSV
+  pgq -c "\\copy (SELECT pcs_id, tenant_id, outcome, ts, region, params, payload, digest FROM bench_flk.records ORDER BY ts) TO '$csv' WITH (FORMAT csv)"
+  for ((i = 1; i <= rruns; i++)); do
+    pgq -c "$drop_flk"
+    t=$EPOCHREALTIME
+    server_rebuild "$pg_store" "$work/pg.json"
+    flk_s+=("$(since "$t")")
+    pgq -c "$make_base"
+    t=$EPOCHREALTIME
+    pgq -c "\\copy bench_base.records FROM '$csv' WITH (FORMAT csv)"
+    base_s+=("$(since "$t")")
+    ratio_s+=("$(calc "${base_s[-1]} / ${flk_s[-1]}")")
+  done
+  got=$(pgq -At -c "SELECT (SELECT count(*) FROM bench_flk.records) || ' ' || (SELECT count(*) FROM bench_base.records)")
+  if [ "$(json_field "$work/pg.json" winners)" != "$n" ] || [ "$got" != "$n $n" ]; then
+    echo "bench/run.sh: error: rebuild into PostgreSQL: expected $n rows; flk, baseline: '$got'" >&2
+    exit 1
+  fi
+  local pg_bytes base_bytes
+  pg_bytes=$(pgq -At -c "SELECT pg_total_relation_size('bench_flk.records')")
+  base_bytes=$(pgq -At -c "SELECT pg_total_relation_size('bench_base.records')")
+  server_result postgres 'psql \\copy of the same rows as CSV (WAL order) into the same table, primary key in place' \
+    "rebuild into PostgreSQL (rec/s)" "goal >= 0.80; table+index MB $(human "$(calc "$pg_bytes / 1e6")")/$(human "$(calc "$base_bytes / 1e6")")" \
+    "\"store_bytes\":$pg_bytes,\"baseline_store_bytes\":$base_bytes,\"server\":\"$(pgq -At -c 'SHOW server_version' | awk '{ print $1 }')\"," \
+    "${flk_s[@]}" -- "${base_s[@]}" -- "${ratio_s[@]}"
+  pgq -c "$drop_flk; DROP SCHEMA IF EXISTS bench_base CASCADE"
+
+  # g) Redis.
+  flk_s=() base_s=() ratio_s=()
+  local redis_store="$redis_url?prefix=benchflk" gen_no hkey vlen lens
+  local lua="local f = redis.call('HRANDFIELD', KEYS[1], 1000) local mn, mx, s = -1, 0, 0
+    for _, x in ipairs(f) do local l = redis.call('HSTRLEN', KEYS[1], x) s = s + l
+      if mn < 0 or l < mn then mn = l end if l > mx then mx = l end end
+    return {mn, mx, math.floor(s / #f + 0.5)}"
+  say "servers: $rruns runs of flk-rebuild-dedup into Redis and redis-cli --pipe"
+  rcli FLUSHDB >/dev/null
+  server_rebuild "$redis_store" "$work/redis.json" # untimed: measures the value length
+  gen_no=$(rcli HGET benchflk:meta current)
+  hkey=benchflk:g$gen_no:r
+  lens=$(rcli EVAL "$lua" 1 "$hkey" | tr '\n' ' ')
+  vlen=$(echo "$lens" | awk '$3 ~ /^[0-9]+$/ && $3 > 0 { print $3 }')
+  [ -n "$vlen" ] || { echo "bench/run.sh: error: cannot measure flk's Redis values: '$lens'" >&2; exit 1; }
+  [ "$(echo "$lens" | awk '{ print $1 == $2 }')" = 1 ] || say "servers: flk's Redis values vary in length ($lens): the baseline uses the mean"
+  # The keys have the length of flk's ({prefix}:g{G}:r and :ids).
+  LC_ALL=C awk -v N="$n" -v L="$vlen" -v hkey="benchfl0:g$gen_no:r" -v zkey="benchfl0:g$gen_no:ids" -v C=1000 '
+    function zadd(   j) {
+      printf "*%d\r\n$4\r\nZADD\r\n$%d\r\n%s\r\n", 2 + 2 * k, length(zkey), zkey
+      for (j = 1; j <= k; j++) printf "$1\r\n0\r\n$%d\r\n%s\r\n", length(z[j]), z[j]
+      k = 0
+    }
+    {
+      c = index($0, ","); id = substr($0, 1, c - 1); rest = substr($0, c + 1)
+      if (k == 0) {
+        m = N - NR + 1; if (m > C) m = C
+        printf "*%d\r\n$4\r\nHSET\r\n$%d\r\n%s\r\n", 2 + 2 * m, length(hkey), hkey
+      }
+      v = rest; while (length(v) < L) v = v rest
+      printf "$%d\r\n%s\r\n$%d\r\n%s\r\n", length(id), id, L, substr(v, 1, L)
+      z[++k] = id
+      if (k == m) zadd()
+    }
+    END { if (NR != N) { print "awk: expected " N " CSV lines, read " NR > "/dev/stderr"; exit 1 } }
+  ' "$csv" >"$resp"
+  for ((i = 1; i <= rruns; i++)); do
+    rcli FLUSHDB >/dev/null
+    t=$EPOCHREALTIME
+    server_rebuild "$redis_store" "$work/redis.json"
+    flk_s+=("$(since "$t")")
+    rcli FLUSHDB >/dev/null
+    t=$EPOCHREALTIME
+    rcli --pipe <"$resp" >"$work/pipe.out"
+    base_s+=("$(since "$t")")
+    ratio_s+=("$(calc "${base_s[-1]} / ${flk_s[-1]}")")
+  done
+  got="$(rcli HLEN "benchfl0:g$gen_no:r") $(rcli ZCARD "benchfl0:g$gen_no:ids")"
+  if [ "$(json_field "$work/redis.json" winners)" != "$n" ] || [ "$got" != "$n $n" ] ||
+    ! grep -q 'errors: 0,' "$work/pipe.out"; then
+    echo "bench/run.sh: error: rebuild into Redis: expected $n records; baseline hash, zset: '$got'" >&2
+    cat "$work/pipe.out" >&2
+    exit 1
+  fi
+  server_result redis 'redis-cli --pipe of the same HSET + ZADD commands (1000 pairs each, values of the same length)' \
+    "rebuild into Redis (rec/s)" "goal >= 0.80; value $vlen B" \
+    "\"value_bytes\":$vlen,\"command_bytes\":$(stat -c %s "$resp"),\"server\":\"$(rcli INFO server | tr -d '\r' | sed -n 's/^redis_version://p')\"," \
+    "${flk_s[@]}" -- "${base_s[@]}" -- "${ratio_s[@]}"
+  rcli FLUSHDB >/dev/null
+  rm -rf "$wal" "$csv" "$resp"
+
+  "$src/tests/servers/stop.sh" "$servers_dir" >&2
+  rm -rf "$servers_dir"
+  servers_dir=""
+}
+
+if [ "${FLK_BENCH_SERVERS:-0}" = 1 ] && want servers; then
+  for tool in psql redis-cli; do
+    command -v "$tool" >/dev/null || { echo "bench/run.sh: error: FLK_BENCH_SERVERS=1 needs '$tool'" >&2; exit 1; }
+  done
+  servers_figures "${FLK_BENCH_REBUILD_RECORDS:-1000000}" "${FLK_BENCH_REBUILD_RUNS:-3}"
+fi
+
 mv "$results.tmp" "$results"
 
 # ---------------------------------------------------------------------------------------
@@ -406,5 +593,8 @@ sqlite3's .import of the same rows as CSV into the same schema (its max RSS: sql
 ratio = baseline time / flk time (median of pairs) for throughput, big / small for memory.
 Goals: append >= 0.8 of raw and >= 200,000 records/s; max RSS <= 32 MiB at any WAL size;
 rebuild >= 5x sqlite3 .import and >= 500,000 records/s, memory bounded by --sort-memory.
+With FLK_BENCH_SERVERS=1: rebuild into PostgreSQL beside psql \\copy of the same rows as
+CSV into the same table (primary key in place), and into Redis beside redis-cli --pipe of
+the same HSET + ZADD commands (1000 pairs each, values of the same length); goals >= 0.8.
 JSON lines: $results
 EOF
