@@ -35,6 +35,22 @@ TEST_CASE("record JSON: defaults, round trip, payload minified in input order") 
   CHECK(record_from_json(out, {"us-east-1", 0}) == r);
 }
 
+TEST_CASE("record JSON: the payload is the input's own text, minified") {
+  auto payload = [](std::string_view line) {
+    return *record_from_json(line, {"us-east-1", 1}).payload;
+  };
+  CHECK(payload(R"({"pcs_id":"p","tenant_id":"t","outcome":"accepted","payload": { "b" : [1, 2.50, 1e3] , "a":"x y" } })") ==
+        R"({"b":[1,2.50,1e3],"a":"x y"})");
+  // Braces, brackets, commas, quotes and the word payload inside strings do not confuse it.
+  CHECK(payload(R"({"params":"\"payload\": [","pcs_id":"p","payload":"a,}]\\\"{","tenant_id":"t","outcome":"accepted"})") ==
+        R"("a,}]\\\"{")");
+  CHECK(payload(R"({"pcs_id":"p","tenant_id":"t","outcome":"accepted","payload":{"payload":{"x":[{}]}},"ts":"2026-11-26T08:00:00Z"})") ==
+        R"({"payload":{"x":[{}]}})");
+  CHECK(payload(R"({"payload":  -0.5 ,"pcs_id":"p","tenant_id":"t","outcome":"accepted"})") == "-0.5");
+  CHECK(payload(R"({"payload":[ ],"pcs_id":"p","tenant_id":"t","outcome":"accepted"})") == "[]");
+  CHECK(payload(R"({"payload":"éé ","pcs_id":"p","tenant_id":"t","outcome":"accepted"})") == R"("éé ")");
+}
+
 TEST_CASE("record JSON: every bad field is named") {
   CHECK(error_of("{").find("malformed JSON") == 0);
   CHECK(error_of(R"({"pcs_id":"p","pcs_id":"q","tenant_id":"t","outcome":"accepted"})") == "field 'pcs_id': given twice");

@@ -87,6 +87,73 @@ simdjson::dom::parser& json_parser() {
   return parser;
 }
 
+// The text of a top-level member's value in a JSON object that simdjson has already
+// validated, found by a scan that only tracks strings and nesting; empty when not found.
+std::string_view member_text(std::string_view json, std::string_view key) {
+  size_t i = json.find('{');
+  if (i == std::string_view::npos) return {};
+  int depth = 0;
+  auto skip_string = [&](size_t at) {  // at: the opening quote; returns the index after the closing one
+    for (size_t k = at + 1; k < json.size(); ++k) {
+      if (json[k] == '\\') ++k;
+      else if (json[k] == '"') return k + 1;
+    }
+    return json.size();
+  };
+  bool expect_key = true;
+  for (; i < json.size(); ++i) {
+    char c = json[i];
+    if (c == '"') {
+      size_t end = skip_string(i);
+      if (depth == 1 && expect_key) {
+        std::string_view k = json.substr(i + 1, end - i - 2);
+        size_t colon = json.find(':', end);
+        if (colon == std::string_view::npos) return {};
+        if (k == key) {  // a plain key: keys with escapes never equal "payload"
+          size_t start = colon + 1;
+          int d = 0;
+          size_t k2 = start;
+          for (; k2 < json.size(); ++k2) {
+            char ch = json[k2];
+            if (ch == '"') k2 = skip_string(k2) - 1;
+            else if (ch == '{' || ch == '[') ++d;
+            else if (ch == '}' || ch == ']') {
+              if (d == 0) break;
+              --d;
+            } else if (ch == ',' && d == 0) break;
+          }
+          return json.substr(start, k2 - start);
+        }
+        i = colon;
+        expect_key = false;
+        continue;
+      }
+      i = end - 1;
+    } else if (c == '{' || c == '[') {
+      ++depth;
+      if (depth == 1) expect_key = true;
+    } else if (c == '}' || c == ']') {
+      --depth;
+    } else if (c == ',' && depth == 1) {
+      expect_key = true;
+    }
+  }
+  return {};
+}
+
+// A member's value as minified JSON text: the input's own text with the whitespace
+// between tokens removed (simdjson's SIMD minifier over the raw bytes — numbers and
+// strings exactly as given), or, should the text not be found, re-serialized.
+std::string minified_member(std::string_view line, std::string_view key, simdjson::dom::element v) {
+  std::string_view raw = member_text(line, key);
+  if (raw.empty()) return simdjson::minify(v);
+  std::string out(raw.size(), '\0');
+  size_t n = 0;
+  if (simdjson::minify(raw.data(), raw.size(), out.data(), n) != simdjson::SUCCESS) return simdjson::minify(v);
+  out.resize(n);
+  return out;
+}
+
 }  // namespace
 
 bool valid_json(std::string_view text) {
@@ -144,7 +211,7 @@ Record record_from_json(std::string_view line, const RecordDefaults& defaults, b
       if (!v.is_null()) r.params = std::string(str(v, k));
     } else if (k == "payload") {
       once(64, k);
-      if (!v.is_null()) r.payload = simdjson::minify(v);
+      if (!v.is_null()) r.payload = minified_member(line, "payload", v);
     } else {
       fail(Code::data, "field '{}': unknown field (pcs_id, tenant_id, outcome, ts, region, params, payload)", k);
     }

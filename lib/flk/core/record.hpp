@@ -61,7 +61,8 @@ struct RecordDefaults {
 
 // Parses one JSON Lines record (simdjson). Unknown, repeated or missing fields and
 // invalid values are errors (code data) naming the field: "field 'outcome': unknown
-// outcome 'maybe'". `payload` is kept as minified JSON text, its keys in input order.
+// outcome 'maybe'". `payload` is kept as the input's own text without white space
+// between tokens (keys, numbers and strings exactly as given).
 // When `padded`, the kJsonPadding bytes after the line are readable (json::LineReader
 // guarantees it) and the line is parsed in place; otherwise it is copied first.
 constexpr size_t kJsonPadding = 64;
