@@ -94,11 +94,16 @@ std::string_view member_text(std::string_view json, std::string_view key) {
   if (i == std::string_view::npos) return {};
   int depth = 0;
   auto skip_string = [&](size_t at) {  // at: the opening quote; returns the index after the closing one
-    for (size_t k = at + 1; k < json.size(); ++k) {
-      if (json[k] == '\\') ++k;
-      else if (json[k] == '"') return k + 1;
+    size_t k = at + 1;
+    for (;;) {
+      const void* q = std::memchr(json.data() + k, '"', json.size() - k);
+      if (!q) return json.size();
+      size_t pos = static_cast<size_t>(static_cast<const char*>(q) - json.data());
+      size_t backslashes = 0;
+      while (pos - backslashes > at + 1 && json[pos - backslashes - 1] == '\\') ++backslashes;
+      if (backslashes % 2 == 0) return pos + 1;
+      k = pos + 1;
     }
-    return json.size();
   };
   bool expect_key = true;
   for (; i < json.size(); ++i) {
