@@ -72,19 +72,7 @@ void psql(const std::string& url, const std::string& sql) {
   REQUIRE(std::system(cmd.c_str()) == 0);
 }
 
-// A TCP port on 127.0.0.1 that nothing listens on (bound, then released).
-int closed_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  REQUIRE(fd >= 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
-  socklen_t len = sizeof a;
-  REQUIRE(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
+int closed_port() { return flk::test::closed_port(); }
 
 // The error open(url) throws; fails the test when it opens.
 Error open_error(const std::string& url) {

@@ -1,6 +1,9 @@
 // Helpers shared by the unit tests.
 #pragma once
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -91,6 +94,21 @@ inline Record rec(std::string id, Outcome o, int64_t ts, std::string region = "u
   r.ts = ts;
   r.region = std::move(region);
   return r;
+}
+
+// A TCP port on 127.0.0.1 that nothing listens on (bound, then released).
+inline int closed_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) std::abort();
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0)
+    std::abort();
+  ::close(fd);
+  return ntohs(a.sin_port);
 }
 
 // Everything a store holds, in scan order.

@@ -367,15 +367,7 @@ RecordView view_validated(std::string_view bytes) {
 bool decode_record(std::string_view bytes, Record& out, std::string* why) {
   RecordView v;
   if (!parse_record(bytes, v, why)) return false;
-  out.outcome = v.outcome;
-  out.ts = v.ts;
-  out.region.assign(v.region);
-  out.pcs_id.assign(v.pcs_id);
-  out.tenant_id.assign(v.tenant_id);
-  if (v.params) out.params.emplace(*v.params);
-  else out.params.reset();
-  if (v.payload) out.payload.emplace(*v.payload);
-  else out.payload.reset();
+  out = to_record(v);
   return true;
 }
 
