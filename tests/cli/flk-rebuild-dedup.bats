@@ -13,15 +13,7 @@
 load helpers
 
 setup() {
-  flk_setup
-  [[ -x $FLK_BIN/flk-rebuild-dedup ]] || {
-    echo "flk-rebuild-dedup not found in FLK_BIN='$FLK_BIN'" >&2
-    return 1
-  }
-  command -v sqlite3 >/dev/null || {
-    echo "sqlite3 is needed by this suite (scripts/install-deps.sh installs it)" >&2
-    return 1
-  }
+  rebuild_setup || return 1
   # The configuration names a mailbox that does not exist, so that no mailbox of the
   # host (/var/lib/flk/mailbox) is replayed unless a test asks for one.
   printf 'paths:\n  mailbox: %s\n' "$BATS_TEST_TMPDIR/no-mailbox" >"$FLK_CONFIG"

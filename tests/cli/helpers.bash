@@ -209,3 +209,16 @@ json_all() {
     return 1
   fi
 }
+
+# Call from setup() of suites that run flk-rebuild-dedup against SQLite stores.
+rebuild_setup() {
+  flk_setup || return 1
+  [[ -x $FLK_BIN/flk-rebuild-dedup ]] || {
+    echo "flk-rebuild-dedup not found in FLK_BIN='$FLK_BIN'" >&2
+    return 1
+  }
+  command -v sqlite3 >/dev/null || {
+    echo "sqlite3 is needed by this suite (scripts/install-deps.sh installs it)" >&2
+    return 1
+  }
+}

@@ -10,15 +10,7 @@ load helpers
 SCRIPT=$FLK_SOURCE/scripts/rebuild-dedup-from-wal.sh
 
 setup() {
-  flk_setup
-  [[ -x $FLK_BIN/flk-rebuild-dedup ]] || {
-    echo "flk-rebuild-dedup not found in FLK_BIN='$FLK_BIN'" >&2
-    return 1
-  }
-  command -v sqlite3 >/dev/null || {
-    echo "sqlite3 is needed by this suite" >&2
-    return 1
-  }
+  rebuild_setup || return 1
   STORE=$BATS_TEST_TMPDIR/dedup.db
   MAILBOX=$BATS_TEST_TMPDIR/mailbox
   write_config "$FLK_CONFIG" "$REGION"

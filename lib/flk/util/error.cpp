@@ -5,25 +5,6 @@
 
 namespace flk {
 
-std::string_view code_name(Code code) {
-  switch (code) {
-    case Code::ok: return "ok";
-    case Code::diverged: return "diverged";
-    case Code::usage: return "usage";
-    case Code::data: return "data";
-    case Code::no_input: return "no_input";
-    case Code::unavailable: return "unavailable";
-    case Code::internal: return "internal";
-    case Code::cant_create: return "cant_create";
-    case Code::io: return "io";
-    case Code::temp_fail: return "temp_fail";
-    case Code::protocol: return "protocol";
-    case Code::no_perm: return "no_perm";
-    case Code::config: return "config";
-  }
-  return "unknown";
-}
-
 static Code code_for_errno(int err) {
   switch (err) {
     case ENOENT:

@@ -31,9 +31,6 @@ enum class Code : int {
   config = 78,       // configuration error
 };
 
-// The name of a code for logs and JSON ("data", "io", …).
-std::string_view code_name(Code code);
-
 class Error : public std::runtime_error {
  public:
   Error(Code code, std::string message) : std::runtime_error(std::move(message)), code_(code) {}

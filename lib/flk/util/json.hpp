@@ -49,8 +49,6 @@ class LineReader {
   // The next complete line (without '\n'), or nullopt when none is buffered. After EOF a
   // final line without '\n' is returned too. Views are valid until the next fill().
   std::optional<std::string_view> next();
-  // True when input was read but not yet returned as lines.
-  bool has_buffered() const { return pos_ < size_; }
   bool eof() const { return eof_; }
   // The number of the last line returned by next(), from 1.
   uint64_t line_number() const { return line_no_; }

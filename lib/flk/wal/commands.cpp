@@ -243,9 +243,8 @@ uint64_t cat(const std::vector<std::filesystem::path>& segments, std::optional<t
   buf.reserve(1 << 17);
   std::optional<std::pair<uint64_t, hash::Digest>> prev;  // the segment just read
   for (const auto& p : segments) {
-    std::string name = p.filename().string();
-    bool sealed = !(name.size() >= kOpenSuffix.size() &&
-                    name.compare(name.size() - kOpenSuffix.size(), kOpenSuffix.size(), kOpenSuffix) == 0);
+    bool sealed = true;  // a file not named like a segment is read as a sealed one
+    parse_segment_file_name(p.filename().string(), &sealed);
     auto check_link = [&](const Header& h) {
       if (prev && contiguous && h.sequence != prev->first + 1)
         fail(Code::data, "segment '{}': sequence gap: segment {} follows {}", p.string(), h.sequence, prev->first);

@@ -154,11 +154,6 @@ void Writer::recover() {
   open_.emplace(std::move(o));
 }
 
-uint64_t Writer::next_sequence() const {
-  std::lock_guard io(io_mu_);
-  return open_ ? open_->sequence : last_sealed_ + 1;
-}
-
 void Writer::check_poisoned() const {
   if (poisoned_) throw *poisoned_;
 }

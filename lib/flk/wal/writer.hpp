@@ -84,8 +84,6 @@ class Writer {
   std::vector<SealedSegment> take_sealed();
 
   const WriterOptions& options() const { return opts_; }
-  // The sequence number the next record goes to (the open one, or the next new one).
-  uint64_t next_sequence() const;
 
  private:
   explicit Writer(WriterOptions options);
