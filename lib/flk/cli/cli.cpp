@@ -1,9 +1,13 @@
 #include "flk/cli/cli.hpp"
 
+#include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdio>
 #include <iostream>
+#include <thread>
 
 #include "flk/core/record.hpp"
 #include "flk/util/error.hpp"
@@ -69,6 +73,21 @@ int Tool::run(int argc, char** argv, const std::function<int()>& body) {
     std::cerr << name_ << ": error: internal error: " << e.what() << '\n';
     return static_cast<int>(Code::internal);
   }
+}
+
+void on_stop_signal(std::function<void(int)> fn) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+  std::thread([set, fn = std::move(fn)] {
+    int sig = 0;
+    if (sigwait(&set, &sig) != 0) return;
+    fn(sig);
+    if (sigwait(&set, &sig) == 0) std::_Exit(128 + sig);
+  }).detach();
 }
 
 namespace {

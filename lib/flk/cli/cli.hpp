@@ -53,6 +53,12 @@ class Tool {
   std::optional<config::Config> config_;
 };
 
+// Graceful stop for long-running tools: blocks SIGINT and SIGTERM in the calling thread
+// (and so in every thread it starts afterwards — call it before starting any) and runs
+// fn on a thread of its own when one arrives. A second signal exits at once (status
+// 128 + signal). SIGPIPE is ignored, so that a closed stdout is a write error.
+void on_stop_signal(std::function<void(int)> fn);
+
 // Validators for CLI11 options that name values flk parses.
 CLI::Validator duration_validator();
 CLI::Validator size_validator();

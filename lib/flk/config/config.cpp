@@ -209,22 +209,26 @@ Config parse(const std::string& text, const std::string& name) {
                   c.crr.policies.push_back(std::move(p));
                 }
               } else if (k == "crr.endpoints") {
-                if (!x.IsMap()) w.bad(x, k, "must be a mapping of region → {url, tokenFile, caFile}");
+                if (!x.IsMap()) w.bad(x, k, "must be a mapping of region → {url, tokenFile, caFile, certFile, keyFile}");
                 for (const auto& kv : x) {
                   std::string peer = kv.first.as<std::string>();
                   std::string pk = k + "." + peer;
                   if (!valid_region(peer)) w.bad(kv.first, pk, fmt::format("invalid region name '{}'", peer));
                   Endpoint e;
-                  w.map(kv.second, pk, {"url", "tokenFile", "caFile"}, [&](const std::string& kk, const YAML::Node& y) {
+                  w.map(kv.second, pk, {"url", "tokenFile", "caFile", "certFile", "keyFile"}, [&](const std::string& kk, const YAML::Node& y) {
                     std::string s = w.str(y, kk);
                     if (kk == pk + ".url") {
                       if (s.rfind("http://", 0) != 0 && s.rfind("https://", 0) != 0 && s.rfind("file://", 0) != 0)
                         w.bad(y, kk, fmt::format("unsupported URL '{}' (http://, https://, file://)", s));
                       e.url = s;
                     } else if (kk == pk + ".tokenFile") e.token_file = s;
-                    else e.ca_file = s;
+                    else if (kk == pk + ".caFile") e.ca_file = s;
+                    else if (kk == pk + ".certFile") e.cert_file = s;
+                    else e.key_file = s;
                   });
                   if (e.url.empty()) w.bad(kv.second, pk + ".url", "missing");
+                  if (e.cert_file.empty() != e.key_file.empty())
+                    w.bad(kv.second, pk + (e.cert_file.empty() ? ".certFile" : ".keyFile"), "missing: certFile and keyFile go together");
                   c.crr.endpoints[peer] = e;
                 }
               } else if (k == "crr.retry") {

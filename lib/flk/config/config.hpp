@@ -22,6 +22,8 @@ struct Endpoint {
   std::string url;         // http(s)://host:port or file:///dir
   std::string token_file;  // bearer token presented to that peer
   std::string ca_file;     // CA bundle to verify its certificate
+  std::string cert_file;   // client certificate presented to it (when it asks for one)
+  std::string key_file;
 };
 
 struct Policy {

@@ -32,7 +32,7 @@ std::vector<SegmentFile> list_segments(const stdfs::path& dir) {
   return out;
 }
 
-static std::string sidecar_path(const stdfs::path& segment) { return segment.string() + ".sha256"; }
+stdfs::path digest_sidecar_path(const stdfs::path& segment) { return segment.string() + ".sha256"; }
 
 hash::Digest file_digest(const stdfs::path& path) {
   fs::Fd fd = fs::Fd::open(path.string(), O_RDONLY);
@@ -46,10 +46,14 @@ hash::Digest file_digest(const stdfs::path& path) {
   return h.finish();
 }
 
-static std::optional<hash::Digest> read_sidecar(const stdfs::path& segment) {
+void write_digest_sidecar(const stdfs::path& segment, const hash::Digest& d) {
+  fs::write_file_atomic(digest_sidecar_path(segment), digest_sidecar_line(d, segment.filename().string()));
+}
+
+std::optional<hash::Digest> read_digest_sidecar(const stdfs::path& segment) {
   try {
     hash::Digest d;
-    if (parse_digest_sidecar(fs::read_file(sidecar_path(segment)), d)) return d;
+    if (parse_digest_sidecar(fs::read_file(digest_sidecar_path(segment)), d)) return d;
   } catch (const Error& e) {
     if (e.code() != Code::no_input) throw;
   }
@@ -93,7 +97,7 @@ SegmentStat stat_segment(const SegmentFile& listed) {
     uint64_t at = st.bytes - kSealFrameSize;
     fd.pread_some(sb.data(), kSealFrameSize, at);
     if (!decode_seal_frame(sb, st.counts, &why)) damaged(f.path, at, why);
-    st.sha256 = read_sidecar(f.path);
+    st.sha256 = read_digest_sidecar(f.path);
     if (!st.sha256) st.sha256 = file_digest(f.path);
     return st;
   }
@@ -229,12 +233,12 @@ bool verify_wal(const stdfs::path& dir, const std::function<void(const VerifyRes
       if (i > 0 && files[i - 1].sequence == f.sequence) problem("both sealed and open files exist for this sequence");
       v.sha256 = h.finish();
       if (f.sealed) {
-        auto side = read_sidecar(f.path);
+        auto side = read_digest_sidecar(f.path);
         if (!side) {
           if (v.note.empty()) v.note = "digest sidecar missing: the writer recreates it when it next opens the WAL";
         } else if (v.ok && *side != *v.sha256) {
           problem(fmt::format("digest {} does not match sidecar '{}' ({})", hash::to_hex(*v.sha256),
-                              sidecar_path(f.path), hash::to_hex(*side)));
+                              digest_sidecar_path(f.path).string(), hash::to_hex(*side)));
         }
       }
     } catch (const Error& e) {

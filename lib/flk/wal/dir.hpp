@@ -59,6 +59,12 @@ uint64_t read_segment_views(const std::filesystem::path& path, bool sealed, cons
 // The SHA-256 of a whole file.
 hash::Digest file_digest(const std::filesystem::path& path);
 
+// A sealed segment's digest sidecar (N.wal.sha256, sha256sum(1) format): its path, its
+// digest (nullopt when absent or malformed), and writing it atomically and durably.
+std::filesystem::path digest_sidecar_path(const std::filesystem::path& segment);
+std::optional<hash::Digest> read_digest_sidecar(const std::filesystem::path& segment);
+void write_digest_sidecar(const std::filesystem::path& segment, const hash::Digest& d);
+
 // Result of verifying one segment.
 struct VerifyResult {
   SegmentFile file;

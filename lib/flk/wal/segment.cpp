@@ -93,6 +93,13 @@ void append_record_frame(std::string& out, const Record& r) {
   finish_frame(out, at, FrameType::record);
 }
 
+void append_encoded_frame(std::string& out, std::string_view encoding) {
+  size_t at = out.size();
+  out.resize(at + kFrameHeadSize);
+  out.append(encoding);
+  finish_frame(out, at, FrameType::record);
+}
+
 size_t record_frame_size(const Record& r) { return kFrameHeadSize + encoded_size(r); }
 
 void append_seal_frame(std::string& out, const Seal& s) {

@@ -39,6 +39,8 @@ bool decode_header(std::string_view bytes, Header& out, std::string* why);
 // Appends one record frame / the seal frame to out.
 void append_record_frame(std::string& out, const Record& r);
 void append_seal_frame(std::string& out, const Seal& s);
+// Appends a record frame around a canonical encoding that was already validated.
+void append_encoded_frame(std::string& out, std::string_view encoding);
 // Decodes a complete seal frame (head and payload, kSealFrameSize bytes) on its own.
 bool decode_seal_frame(std::string_view frame, Seal& out, std::string* why);
 // The size append_record_frame would add.

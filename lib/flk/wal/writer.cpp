@@ -80,10 +80,9 @@ void Writer::recover() {
   // Sealed segments without a digest sidecar (a crash after the rename and before
   // the sidecar's directory sync, or a deleted file): recompute and rewrite it.
   for (const SegmentFile& f : files) {
-    std::string side = f.path.string() + ".sha256";
-    if (!f.sealed || ::access(side.c_str(), F_OK) == 0) continue;
+    if (!f.sealed || ::access(digest_sidecar_path(f.path).c_str(), F_OK) == 0) continue;
     log(fmt::format("recovering: segment '{}': rewriting missing digest sidecar", f.path.string()));
-    fs::write_file_atomic(side, digest_sidecar_line(file_digest(f.path), f.path.filename().string()));
+    write_digest_sidecar(f.path, file_digest(f.path));
   }
   // The last sealed segment: its digest links the next segment into the chain.
   for (auto it = files.rbegin(); it != files.rend(); ++it) {
@@ -132,7 +131,7 @@ void Writer::recover() {
     // The seal frame is durable but the rename was not: finish sealing.
     hash::Digest d = sha.finish();
     stdfs::path sealed_path = dir / segment_file_name(f.sequence, true);
-    fs::write_file_atomic(sealed_path.string() + ".sha256", digest_sidecar_line(d, sealed_path.filename().string()));
+    write_digest_sidecar(sealed_path, d);
     if (::rename(f.path.c_str(), sealed_path.c_str()) != 0)
       throw sys_error("cannot rename into", sealed_path.string(), errno, Code::cant_create);
     fs::sync_dir(dir);
@@ -206,7 +205,7 @@ SealedSegment Writer::seal_locked() {
   s.bytes = o.size;
   s.sha256 = o.sha.finish();
   s.path = opts_.dir / segment_file_name(o.sequence, true);
-  fs::write_file_atomic(s.path.string() + ".sha256", digest_sidecar_line(s.sha256, s.path.filename().string()));
+  write_digest_sidecar(s.path, s.sha256);
   if (::rename(o.path.c_str(), s.path.c_str()) != 0)
     throw sys_error("cannot rename into", s.path.string(), errno, Code::cant_create);
   fs::sync_dir(opts_.dir);
