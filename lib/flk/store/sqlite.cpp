@@ -209,16 +209,33 @@ Stored read_stored(const Stmt& s) {
   return st;
 }
 
-void bind_record(Stmt& s, const Record& r, const hash::Digest& d) {
-  s.text(1, r.pcs_id)
-      .text(2, r.tenant_id)
-      .i64(3, static_cast<int64_t>(r.outcome))
-      .i64(4, r.ts)
-      .text(5, r.region)
-      .opt_text(6, r.params)
-      .opt_text(7, r.payload)
-      .blob(8, d.data(), d.size());
+// Binds a record to parameters at+1 … at+8 (kRecordColumns' order).
+void bind_record(Stmt& s, const Record& r, const hash::Digest& d, int at = 0) {
+  s.text(at + 1, r.pcs_id)
+      .text(at + 2, r.tenant_id)
+      .i64(at + 3, static_cast<int64_t>(r.outcome))
+      .i64(at + 4, r.ts)
+      .text(at + 5, r.region)
+      .opt_text(at + 6, r.params)
+      .opt_text(at + 7, r.payload)
+      .blob(at + 8, d.data(), d.size());
 }
+
+// "INSERT INTO records(…) VALUES(?1,…,?8),(?9,…),…" with `rows` rows.
+std::string insert_sql(size_t rows) {
+  std::string sql = fmt::format("INSERT INTO records({}) VALUES", kRecordColumns);
+  for (size_t i = 0; i < rows; ++i) {
+    sql += i ? ",(" : "(";
+    for (size_t c = 1; c <= 8; ++c) sql += fmt::format("{}?{}", c > 1 ? "," : "", i * 8 + c);
+    sql += ')';
+  }
+  return sql;
+}
+
+// Rows per INSERT of the bulk load. One statement per row spends more in starting and
+// ending the statement (and reopening its B-tree cursor at the root) than in inserting:
+// 1M sorted rows took 2.0 s one per statement, 0.8 s with 100–400 per statement.
+constexpr size_t kBulkRows = 256;
 
 class SqliteStore final : public Store {
  public:
@@ -293,15 +310,26 @@ class SqliteStore final : public Store {
 
   void bulk_load(const std::function<bool(Stored&)>& next, const std::vector<Evidence>& evidence) override {
     Tx tx(*this);
-    Stored st;
+    // kBulkRows records at a time, bound in place (the binds point into `rows`), one
+    // statement for all of them; the rest one by one. Every parameter is bound each
+    // time: no clearing needed.
+    Stmt many(db_, insert_sql(kBulkRows).c_str());
+    std::vector<Stored> rows(kBulkRows);
     std::string last;
     bool first = true;
-    while (next(st)) {
-      if (!first && st.record.pcs_id <= last)
-        fail(Code::internal, "store '{}': bulk load out of order at '{}'", db_.url(), st.record.pcs_id);
+    size_t n = 0;
+    while (next(rows[n])) {
+      const std::string& id = rows[n].record.pcs_id;
+      if (!first && id <= last) fail(Code::internal, "store '{}': bulk load out of order at '{}'", db_.url(), id);
       first = false;
-      last = st.record.pcs_id;
-      bind_record(insert_, st.record, st.digest);  // binds every parameter: no clearing needed
+      last = id;
+      if (++n < kBulkRows) continue;
+      for (size_t i = 0; i < n; ++i) bind_record(many, rows[i].record, rows[i].digest, static_cast<int>(i * 8));
+      many.run();
+      n = 0;
+    }
+    for (size_t i = 0; i < n; ++i) {
+      bind_record(insert_, rows[i].record, rows[i].digest);
       insert_.run();
     }
     add_evidence(evidence);
@@ -379,7 +407,7 @@ class SqliteStore final : public Store {
     }
     get_ = Stmt(db_, fmt::format("SELECT {} FROM records WHERE pcs_id = ?1", kRecordColumns).c_str());
     put_ = Stmt(db_, fmt::format("INSERT OR REPLACE INTO records({}) VALUES(?1,?2,?3,?4,?5,?6,?7,?8)", kRecordColumns).c_str());
-    insert_ = Stmt(db_, fmt::format("INSERT INTO records({}) VALUES(?1,?2,?3,?4,?5,?6,?7,?8)", kRecordColumns).c_str());
+    insert_ = Stmt(db_, insert_sql(1).c_str());
     evidence_ = Stmt(db_,
                      "INSERT OR IGNORE INTO evidence(pcs_id, tenant_id, outcome, ts, region, params, payload, digest, "
                      "detected_at) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)");
