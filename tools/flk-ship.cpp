@@ -74,7 +74,8 @@ int main(int argc, char** argv) {
     o.after = after;
     o.advance_stream = advance;
     if (!metrics_file.empty()) o.metrics_file = metrics_file;
-    o.warn = [&](const std::string& m) { tool.notice("error: " + m); };
+    o.error = [&](const std::string& m) { tool.notice("error: " + m); };
+    o.warn = [&](const std::string& m) { tool.warn("warning: " + m); };
     o.info = [&](const std::string& m) { tool.info(m); };
     // With --to -, stdout carries the segments: the per-segment JSON lines go to stderr.
     FILE* out = to == "-" ? stderr : stdout;

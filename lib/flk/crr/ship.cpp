@@ -151,7 +151,15 @@ void Shipper::wait_for(timeutil::Nanos d, uint64_t seen_generation) {
 Code Shipper::ship_pending(TargetState& t) {
   try {
     uint64_t expect = t.position + 1;
-    for (const wal::SegmentFile& f : wal::list_segments(o_.wal)) {
+    auto files = wal::list_segments(o_.wal);
+    uint64_t last = 0;
+    for (const auto& f : files) last = std::max(last, f.sequence);
+    if (!files.empty() && last < t.position)
+      fail(Code::data,
+           "WAL '{}' ends at segment {}, before segment {} that '{}' acknowledged: was the WAL replaced? (see "
+           "flk-ship(1), --after)",
+           o_.wal.string(), last, t.position, t.target.region);
+    for (const wal::SegmentFile& f : files) {
       if (!f.sealed || f.sequence < expect) continue;
       if (f.sequence != expect)
         fail(Code::data, "WAL '{}': segment {} is missing (target '{}' has up to {})", o_.wal.string(), expect,
@@ -168,7 +176,7 @@ Code Shipper::ship_pending(TargetState& t) {
     std::lock_guard lk(t.mu);
     t.ok = false;
     t.last = e.code();
-    if (!stop_ && o_.warn) o_.warn(fmt::format("target '{}': {}", t.target.region, e.what()));
+    if (!stop_ && o_.error) o_.error(fmt::format("target '{}': {}", t.target.region, e.what()));
     return stop_ ? Code::temp_fail : e.code();
   }
 }
@@ -232,14 +240,19 @@ void Shipper::ship_one(TargetState& t, const stdfs::path& file, uint64_t seq) {
       {
         std::lock_guard lk(t.mu);
         ++t.wm.failures_total;
+        t.ok = false;
       }
+      write_metrics(false);
       int64_t now = timeutil::monotonic_now();
       if (!give_up_at) give_up_at = now + o_.deadline;
       timeutil::Nanos sleep = std::uniform_int_distribution<timeutil::Nanos>(0, backoff)(rng);
       if (now + sleep > give_up_at)
         fail(Code::temp_fail, "segment {}: giving up after {} attempts over {}: {}", seq, attempts,
              timeutil::format_duration(now - give_up_at + o_.deadline), e.what());
-      if (o_.info)
+      if (attempts == 1 && o_.warn)
+        o_.warn(fmt::format("target '{}': segment {}: {}; retrying for up to {}", t.target.region, seq, e.what(),
+                            timeutil::format_duration(o_.deadline)));
+      else if (o_.info)
         o_.info(fmt::format("target '{}': segment {}: attempt {} failed: {}; retrying in {}", t.target.region, seq,
                             attempts, e.what(), timeutil::format_duration(sleep)));
       wait_for(sleep);
@@ -442,7 +455,7 @@ void Shipper::write_metrics(bool force) {
   try {
     metrics::write_file(*o_.metrics_file, metrics_text());
   } catch (const Error& e) {
-    if (o_.warn) o_.warn(e.what());
+    if (o_.error) o_.error(e.what());
   }
 }
 

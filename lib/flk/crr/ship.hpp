@@ -50,7 +50,9 @@ struct ShipOptions {
   bool advance_stream = false;
   std::optional<uint64_t> after;
   std::optional<std::filesystem::path> metrics_file;
-  std::function<void(const std::string&)> warn, info;
+  // error: a target stopped (for this pass); warn: a segment's first failed attempt
+  // (retried); info: every retry.
+  std::function<void(const std::string&)> error, warn, info;
   std::function<void(const std::string&)> emit;  // one JSON line (no newline) per shipped segment
 };
 
