@@ -181,6 +181,9 @@ class HttpTransport final : public Transport {
     if (!options_.cert_file.empty()) curl_easy_setopt(curl_, CURLOPT_SSLCERT, options_.cert_file.c_str());
     if (!options_.key_file.empty()) curl_easy_setopt(curl_, CURLOPT_SSLKEY, options_.key_file.c_str());
     curl_easy_setopt(curl_, CURLOPT_NOPROGRESS, 0L);
+    moved_at_ = timeutil::monotonic_now();
+    moved_ = 0;
+    stalled_ = false;
     curl_easy_setopt(curl_, CURLOPT_XFERINFOFUNCTION, &HttpTransport::progress_cb);
     curl_easy_setopt(curl_, CURLOPT_XFERINFODATA, this);
     curl_easy_setopt(curl_, CURLOPT_WRITEFUNCTION, &HttpTransport::write_cb);
@@ -198,6 +201,8 @@ class HttpTransport final : public Transport {
     if (!rq.sink_error.empty()) fail(Code::io, "{}", rq.sink_error);
     if (rc != CURLE_OK) {
       std::string why = rq.error[0] ? rq.error : curl_easy_strerror(rc);
+      if (rc == CURLE_ABORTED_BY_CALLBACK && stalled_)
+        why = fmt::format("no byte moved for {} (stalled)", timeutil::format_duration(options_.stall_timeout));
       std::string msg = fmt::format("{} '{}': {}", method, mask_userinfo(rq.url), why);
       throw Error(classify(rc, why), msg);
     }
@@ -301,14 +306,30 @@ class HttpTransport final : public Transport {
     return size * n;
   }
 
-  static int progress_cb(void* data, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
-    return static_cast<HttpTransport*>(data)->interrupted_ ? 1 : 0;
+  // Called at least once a second during a transfer. CURLOPT_LOW_SPEED_TIME averages the
+  // speed over several seconds, so after a burst a stalled peer goes unnoticed for up to
+  // ~6 s more than stall_timeout; this watches for "no byte moved" itself.
+  static int progress_cb(void* data, curl_off_t, curl_off_t dlnow, curl_off_t, curl_off_t ulnow) {
+    auto* self = static_cast<HttpTransport*>(data);
+    if (self->interrupted_) return 1;
+    int64_t now = timeutil::monotonic_now();
+    if (dlnow + ulnow != self->moved_) {
+      self->moved_ = dlnow + ulnow;
+      self->moved_at_ = now;
+    } else if (self->options_.stall_timeout > 0 && now - self->moved_at_ >= self->options_.stall_timeout) {
+      self->stalled_ = true;
+      return 1;
+    }
+    return 0;
   }
 
   Options options_;
   std::string base_, shown_;
   CURL* curl_ = nullptr;
   std::atomic<bool> interrupted_{false};
+  int64_t moved_at_ = 0;    // when a byte last moved in the current request
+  curl_off_t moved_ = 0;    // bytes moved so far (down + up)
+  bool stalled_ = false;    // the current request was aborted as stalled
 };
 
 }  // namespace

@@ -80,7 +80,7 @@ Put Incoming::commit(const hash::Digest& declared) {
   const std::string name = "segment " + to_string(addr_);
   // Read back what was received: a whole sealed segment of this source and sequence.
   hash::Sha256 sha;
-  {
+  try {
     wal::FileSource src(fs::Fd::open(temp_.string(), O_RDONLY));
     wal::SegmentReader r(src, name, &sha, false);
     bool sealed = false;
@@ -97,11 +97,21 @@ Put Incoming::commit(const hash::Digest& declared) {
     }
     if (!sealed) fail(Code::data, "{}: offset {}: not a sealed segment (no seal frame)", name, r.good_end());
     header_ = r.header();
+    if (header_.region != addr_.source)
+      fail(Code::data, "{}: its header names region '{}', not the source '{}'", name, header_.region, addr_.source);
+    if (header_.sequence != addr_.sequence)
+      fail(Code::data, "{}: its header names sequence {}", name, header_.sequence);
+  } catch (const Error& e) {
+    // Bytes that are not the ones the sender declared were damaged on the way, whatever
+    // the damage looks like (a frame checksum, a torn seal): the sender should send them
+    // again (DigestMismatch), not give the segment up as invalid.
+    if (e.code() != Code::data) throw;
+    hash::Digest whole = wal::file_digest(temp_);
+    if (whole != declared)
+      throw DigestMismatch(Code::data, fmt::format("{}: SHA-256 {} does not match the declared {} ({})", name,
+                                                   hash::to_hex(whole), hash::to_hex(declared), e.what()));
+    throw;
   }
-  if (header_.region != addr_.source)
-    fail(Code::data, "{}: its header names region '{}', not the source '{}'", name, header_.region, addr_.source);
-  if (header_.sequence != addr_.sequence)
-    fail(Code::data, "{}: its header names sequence {}", name, header_.sequence);
   hash::Digest got = sha.finish();
   if (got != declared)
     throw DigestMismatch(Code::data, fmt::format("{}: SHA-256 {} does not match the declared {}", name,
