@@ -52,6 +52,10 @@ int main(int argc, char** argv) {
       ->type_name("SIZE")
       ->check(flk::cli::size_validator());
   app.add_option("--temp-dir", temp_dir, "where sort runs go (default: $TMPDIR, else /var/tmp)")->type_name("DIR");
+  unsigned threads = 0;
+  app.add_option("--threads", threads, "threads that read and sort segments (default: one per CPU)")
+      ->type_name("N")
+      ->check(CLI::Range(1u, 256u));
 
   return tool.run(argc, argv, [&]() -> int {
     const flk::config::Config& cfg = tool.config();
@@ -74,6 +78,7 @@ int main(int argc, char** argv) {
     o.in_place = in_place;
     o.verify = verify;
     if (!sort_memory.empty()) o.sort_memory = flk::timeutil::parse_size(sort_memory);
+    o.threads = threads;
     if (!temp_dir.empty()) o.temp_dir = temp_dir;
     else if (const char* t = std::getenv("TMPDIR"); t && *t) o.temp_dir = t;
     else o.temp_dir = "/var/tmp";

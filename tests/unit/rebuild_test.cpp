@@ -56,8 +56,9 @@ TEST_CASE("rebuild: fresh, external sort, in place and verify agree; mailbox con
   std::vector<Record> all = own;
   all.insert(all.end(), peer.begin(), peer.end());
   std::vector<std::string> urls;
-  auto rebuild = [&](const std::string& name, size_t memory, bool in_place) {
+  auto rebuild = [&](const std::string& name, size_t memory, bool in_place, unsigned threads = 1) {
     rebuild::Options o;
+    o.threads = threads;
     o.region = "us-east-1";
     o.wal_dir = t / "wal";
     o.mailbox = t / "mailbox";
@@ -70,6 +71,21 @@ TEST_CASE("rebuild: fresh, external sort, in place and verify agree; mailbox con
   auto big = rebuild("a.db", 256u << 20, false);
   auto small = rebuild("b.db", 16u << 10, false);  // many sort runs
   auto merged = rebuild("c.db", 0, true);
+  // Segments read and sorted by several threads: the same content, whatever the split.
+  for (unsigned threads : {2u, 3u, 16u}) {
+    CAPTURE(threads);
+    for (size_t memory : {size_t{256u << 20}, size_t{16u << 10}}) {
+      auto r = rebuild(fmt::format("t{}-{}.db", threads, memory), memory, false, threads);
+      CHECK(r.digest == big.digest);
+      CHECK(r.records == big.records);
+      CHECK(r.conflicts == big.conflicts);
+      REQUIRE(r.watermarks.size() == 1);  // `updated` is the time of each run
+      CHECK(r.watermarks[0].sequence == big.watermarks[0].sequence);
+      CHECK(r.watermarks[0].digest == big.watermarks[0].digest);
+      CHECK(r.segments == big.segments);
+      if (memory < 1u << 20) CHECK(r.runs > 5);
+    }
+  }
   CHECK(big.runs == 0);
   CHECK(small.runs > 5);
   CHECK(big.records == all.size());
@@ -134,20 +150,26 @@ TEST_CASE("rebuild: a damaged segment stops a fresh rebuild and leaves the store
   o.store_url = "sqlite://" + (t / "s.db").string();
   o.temp_dir = t.path();
   auto first = rebuild::run(o);
-  stdfs::path seg = t / "wal" / "0000000000000003.wal";
-  std::string bytes = fs::read_file(seg);
-  bytes[300] ^= 1;
-  {
+  auto damage = [](const stdfs::path& seg) {
+    std::string bytes = fs::read_file(seg);
+    bytes[300] ^= 1;
     fs::AtomicFile f(seg);
     f.write(bytes);
     f.commit();
-  }
-  try {
-    rebuild::run(o);
-    FAIL("rebuilt from a damaged WAL");
-  } catch (const Error& e) {
-    CHECK(e.code() == Code::data);
-    CHECK(std::string(e.what()).find("segment '" + seg.string() + "': offset ") == 0);
+  };
+  stdfs::path seg = t / "wal" / "0000000000000003.wal";
+  damage(seg);
+  damage(t / "wal" / "0000000000000005.wal");  // whatever the threads, the first damaged one is named
+  for (unsigned threads : {1u, 2u, 4u}) {
+    CAPTURE(threads);
+    o.threads = threads;
+    try {
+      rebuild::run(o);
+      FAIL("rebuilt from a damaged WAL");
+    } catch (const Error& e) {
+      CHECK(e.code() == Code::data);
+      CHECK(std::string(e.what()).find("segment '" + seg.string() + "': offset ") == 0);
+    }
   }
   auto s = store::open(o.store_url);
   CHECK(store::content_digest(*s) == first.digest);

@@ -373,14 +373,23 @@ bool decode_record(std::string_view bytes, Record& out, std::string* why) {
 
 Record to_record(const RecordView& v) {
   Record r;
-  r.outcome = v.outcome;
-  r.ts = v.ts;
-  r.region.assign(v.region);
-  r.pcs_id.assign(v.pcs_id);
-  r.tenant_id.assign(v.tenant_id);
-  if (v.params) r.params.emplace(*v.params);
-  if (v.payload) r.payload.emplace(*v.payload);
+  to_record(v, r);
   return r;
+}
+
+void to_record(const RecordView& v, Record& out) {
+  auto assign = [](std::optional<std::string>& to, const std::optional<std::string_view>& from) {
+    if (!from) to.reset();
+    else if (to) to->assign(*from);
+    else to.emplace(*from);
+  };
+  out.outcome = v.outcome;
+  out.ts = v.ts;
+  out.region.assign(v.region);
+  out.pcs_id.assign(v.pcs_id);
+  out.tenant_id.assign(v.tenant_id);
+  assign(out.params, v.params);
+  assign(out.payload, v.payload);
 }
 
 hash::Digest record_digest(const Record& r) {

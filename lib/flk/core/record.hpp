@@ -93,8 +93,10 @@ bool decode_record(std::string_view bytes, Record& out, std::string* why);
 // Views an encoding that was already validated (by parse_record) without checking it
 // again: for bytes the caller produced or checked itself. Bounds are still respected.
 RecordView view_validated(std::string_view bytes);
-// A Record holding copies of a view's fields.
+// A Record holding copies of a view's fields; or the copies into `out`, reusing its
+// buffers.
 Record to_record(const RecordView& v);
+void to_record(const RecordView& v, Record& out);
 
 hash::Digest record_digest(const Record& r);
 

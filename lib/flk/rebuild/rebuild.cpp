@@ -4,8 +4,15 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
+#include <exception>
+#include <mutex>
 #include <queue>
+#include <span>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -70,29 +77,57 @@ bool view_less(const View& a, const View& b) {
 // The records of one pcs_id reduced to the first write of each outcome (at most three):
 // the winner is the first of them; there is a conflict when there are two or more.
 // Reducing is associative and commutative, so runs can be reduced apart and merged.
+// The copies' buffers are reused from one group to the next (no allocation per record).
 struct Group {
   struct First {
     std::string enc;
     hash::Digest digest;
     View view() const { return view_of(enc, digest); }
+    void set(const View& v) {
+      enc.assign(v.enc);
+      digest = *v.digest;
+    }
   };
-  std::vector<First> firsts;
 
+  void clear() { n_ = 0; }
   void add(const View& v) {
-    for (First& f : firsts) {
+    for (First& f : firsts()) {
       View fv = f.view();
       if (fv.outcome != v.outcome) continue;
-      if (view_less(v, fv)) f = First{std::string(v.enc), *v.digest};
+      if (view_less(v, fv)) f.set(v);
       return;
     }
-    firsts.push_back(First{std::string(v.enc), *v.digest});
+    if (n_ == all_.size()) all_.emplace_back();
+    all_[n_++].set(v);
   }
+  std::span<const First> firsts() const { return {all_.data(), n_}; }
+  std::span<First> firsts() { return {all_.data(), n_}; }
   const First& winner() const {
-    return *std::min_element(firsts.begin(), firsts.end(),
+    auto f = firsts();
+    return *std::min_element(f.begin(), f.end(),
                              [](const First& a, const First& b) { return view_less(a.view(), b.view()); });
   }
   // The bytes were validated when they were read from the WAL (or a sort run we wrote).
-  static Stored decode(const First& f) { return Stored{to_record(view_validated(f.enc)), f.digest}; }
+  static void decode(const First& f, Stored& out) {
+    to_record(view_validated(f.enc), out.record);
+    out.digest = f.digest;
+  }
+
+ private:
+  std::vector<First> all_;
+  size_t n_ = 0;
+};
+
+// A sorted stream of records: a spilled run or a sorter's records in memory.
+class Stream {
+ public:
+  virtual ~Stream() = default;
+  // Moves to the next record; view() shows it until the next call.
+  virtual bool next() = 0;
+  const View& view() const { return view_; }
+
+ protected:
+  View view_;
 };
 
 // A sorted run spilled to disk: [u32 length][32-byte digest][record encoding]…
@@ -116,11 +151,10 @@ class RunWriter {
   std::string buf_;
 };
 
-class RunReader {
+class RunReader final : public Stream {
  public:
   explicit RunReader(const stdfs::path& path) : src_(fs::Fd::open(path.string(), O_RDONLY)), name_(path.string()) {}
-  // Reads the next record; view() shows it until the next call.
-  bool next() {
+  bool next() override {
     uint32_t len;
     size_t n = src_.read(&len, 4);
     if (n == 0) return false;
@@ -131,31 +165,36 @@ class RunReader {
     view_ = view_of(std::string_view(buf_).substr(32), digest_);
     return true;
   }
-  const View& view() const { return view_; }
 
  private:
   wal::FileSource src_;
   std::string name_;
   std::string buf_;
   hash::Digest digest_{};
-  View view_;
 };
 
-// An external merge sort of records by pcs_id, reduced per pcs_id to Groups. Records
-// are held as their canonical encodings in one arena (no object per field), sorted
-// through a small index; memory is bounded by `memory` whatever the input's size.
+// Records are held as their canonical encodings in one arena (no object per field),
+// sorted through a small index; memory is bounded by `memory`: past it the records
+// are sorted, reduced and spilled to a run in `temp_dir`.
 class Sorter {
  public:
   Sorter(size_t memory, stdfs::path temp_dir) : memory_(memory), temp_dir_(std::move(temp_dir)) {}
   ~Sorter() {
     for (const auto& p : runs_) ::unlink(p.c_str());
   }
+  Sorter(const Sorter&) = delete;
+  Sorter& operator=(const Sorter&) = delete;
 
   void add(std::string_view enc, const hash::Digest& digest) {
-    if (arena_.capacity() == 0) {  // reserve once: growth by doubling would overshoot the bound
+    if (!reserved_) {  // reserve once: growth by doubling would overshoot the bound
       arena_.reserve(memory_ * 3 / 4);
-      items_.reserve(memory_ / 4 / sizeof(Item));
+      items_.reserve(std::max<size_t>(1, memory_ / 4 / sizeof(Item)));
+      reserved_ = true;
     }
+    // Spill before the arena or the index would have to grow (only a record larger
+    // than the arena's share makes it grow, alone).
+    if (!items_.empty() && (arena_.size() + enc.size() > arena_.capacity() || items_.size() == items_.capacity()))
+      spill();
     View v = view_of(enc, digest);
     // The first 8 bytes of the pcs_id, big-endian: most comparisons end here.
     uint64_t prefix = 0;
@@ -163,49 +202,51 @@ class Sorter {
       prefix = prefix << 8 | (i < v.id.size() ? static_cast<uint8_t>(v.id[i]) : 0);
     items_.push_back(Item{arena_.size(), static_cast<uint32_t>(enc.size()), prefix, digest});
     arena_.append(enc);
-    if (arena_.size() + items_.size() * sizeof(Item) >= memory_) spill();
+  }
+
+  // Records gathered by one reading thread, added to the sorter together (add(Batch&))
+  // so that threads take its lock once per batch, not per record.
+  class Batch {
+   public:
+    // True when the batch is full enough to be added.
+    bool add(std::string_view enc, const hash::Digest& digest) {
+      items_.push_back({static_cast<uint32_t>(enc.size()), digest});
+      bytes_.append(enc);
+      return bytes_.size() >= (256u << 10);
+    }
+
+   private:
+    friend class Sorter;
+    std::string bytes_;
+    std::vector<std::pair<uint32_t, hash::Digest>> items_;
+  };
+  // Adds a batch and empties it; thread-safe.
+  void add(Batch& b) {
+    std::lock_guard lock(mu_);
+    size_t at = 0;
+    for (const auto& [len, digest] : b.items_) {
+      add(std::string_view(b.bytes_).substr(at, len), digest);
+      at += len;
+    }
+    b.items_.clear();
+    b.bytes_.clear();
   }
 
   size_t runs() const { return runs_.size(); }
 
-  // Starts the merge; then next_group() yields one pcs_id at a time, in order.
-  void finish() {
-    sort_items();
-    for (const auto& p : runs_) readers_.push_back(std::make_unique<RunReader>(p));
-    for (size_t i = 0; i < readers_.size(); ++i)
-      if (readers_[i]->next()) heap_.push(i);
+  // Sorts what is in memory, in `parts` slices sorted by as many threads; then
+  // streams() yields the runs and the slices.
+  void finish(size_t parts) {
+    parts = std::max<size_t>(1, std::min(parts, items_.size() / 1024 + 1));
+    for (size_t i = 0; i <= parts; ++i) cuts_.push_back(items_.size() * i / parts);
+    std::vector<std::thread> pool;
+    for (size_t i = 1; i < parts; ++i) pool.emplace_back([this, i] { sort_items(cuts_[i], cuts_[i + 1]); });
+    sort_items(cuts_[0], cuts_[1]);
+    for (auto& t : pool) t.join();
   }
-
-  bool next_group(Group& g) {
-    g.firsts.clear();
-    std::string id;
-    bool started = false;
-    for (;;) {
-      // The smallest head among the runs and the in-memory items.
-      std::optional<View> best;
-      int from = -2;  // -1: memory; ≥ 0: run index
-      if (mem_at_ < items_.size()) {
-        best = view(items_[mem_at_]);
-        from = -1;
-      }
-      if (!heap_.empty() && (!best || view_less(readers_[heap_.top()]->view(), *best))) {
-        best = readers_[heap_.top()]->view();
-        from = static_cast<int>(heap_.top());
-      }
-      if (!best || (started && best->id != id)) return started;
-      if (!started) {
-        id.assign(best->id);
-        started = true;
-      }
-      g.add(*best);
-      if (from == -1) {
-        ++mem_at_;
-      } else {
-        size_t i = heap_.top();
-        heap_.pop();
-        if (readers_[i]->next()) heap_.push(i);
-      }
-    }
+  void streams(std::vector<std::unique_ptr<Stream>>& out) {
+    for (const auto& p : runs_) out.push_back(std::make_unique<RunReader>(p));
+    for (size_t i = 0; i + 1 < cuts_.size(); ++i) out.push_back(std::make_unique<Memory>(*this, cuts_[i], cuts_[i + 1]));
   }
 
  private:
@@ -216,28 +257,51 @@ class Sorter {
     hash::Digest digest;
   };
 
+  // A sorted slice of the records in memory. The index is in pcs_id order, the arena
+  // in reading order: the records a few places ahead are fetched into the cache
+  // before they are needed.
+  class Memory final : public Stream {
+   public:
+    Memory(const Sorter& s, size_t begin, size_t end) : s_(s), at_(begin), end_(end) {}
+    bool next() override {
+      if (at_ == end_) return false;
+      if (at_ + kAhead < end_) {
+        const Item& ahead = s_.items_[at_ + kAhead];
+        for (size_t b = 0; b < ahead.len; b += 64) __builtin_prefetch(s_.arena_.data() + ahead.at + b);
+      }
+      view_ = s_.view(s_.items_[at_++]);
+      return true;
+    }
+
+   private:
+    static constexpr size_t kAhead = 8;
+    const Sorter& s_;
+    size_t at_, end_;
+  };
+
   View view(const Item& it) const { return view_of(std::string_view(arena_).substr(it.at, it.len), it.digest); }
 
-  void sort_items() {
-    std::sort(items_.begin(), items_.end(), [&](const Item& a, const Item& b) {
-      if (a.prefix != b.prefix) return a.prefix < b.prefix;
-      return view_less(view(a), view(b));
-    });
+  void sort_items(size_t begin, size_t end) {
+    std::sort(items_.begin() + static_cast<ptrdiff_t>(begin), items_.begin() + static_cast<ptrdiff_t>(end),
+              [&](const Item& a, const Item& b) {
+                if (a.prefix != b.prefix) return a.prefix < b.prefix;
+                return view_less(view(a), view(b));
+              });
   }
 
   void spill() {
-    sort_items();
+    sort_items(0, items_.size());
     stdfs::path p = temp_dir_ / fmt::format("flk-rebuild.{}.run{}", ::getpid(), runs_.size());
     runs_.push_back(p);
     RunWriter w(p);
     // Reduce while writing: per pcs_id, the first write of each outcome.
     Group g;
     for (size_t i = 0; i < items_.size();) {
-      g.firsts.clear();
+      g.clear();
       View head = view(items_[i]);
       size_t j = i;
       while (j < items_.size() && view(items_[j]).id == head.id) g.add(view(items_[j++]));
-      for (const Group::First& f : g.firsts) w.add(f.enc, f.digest);
+      for (const Group::First& f : g.firsts()) w.add(f.enc, f.digest);
       i = j;
     }
     w.flush();
@@ -245,19 +309,139 @@ class Sorter {
     arena_.clear();
   }
 
-  struct HeadGreater {
-    Sorter* s;
-    bool operator()(size_t a, size_t b) const { return view_less(s->readers_[b]->view(), s->readers_[a]->view()); }
-  };
-
   size_t memory_;
   stdfs::path temp_dir_;
+  std::mutex mu_;  // add(Batch&)
+  bool reserved_ = false;
   std::string arena_;
   std::vector<Item> items_;
-  size_t mem_at_ = 0;
+  std::vector<size_t> cuts_;  // the sorted slices of items_: [cuts_[i], cuts_[i + 1])
   std::vector<stdfs::path> runs_;
-  std::vector<std::unique_ptr<RunReader>> readers_;
+};
+
+// The merge of sorted streams, one pcs_id at a time, reduced to a Group.
+class Merger {
+ public:
+  explicit Merger(std::vector<std::unique_ptr<Stream>> streams) : streams_(std::move(streams)) {
+    for (size_t i = 0; i < streams_.size(); ++i)
+      if (streams_[i]->next()) heap_.push(i);
+  }
+
+  bool next_group(Group& g) {
+    g.clear();
+    if (heap_.empty()) return false;
+    id_.assign(streams_[heap_.top()]->view().id);
+    while (!heap_.empty()) {
+      size_t i = heap_.top();
+      const View& v = streams_[i]->view();
+      if (v.id != id_) break;
+      g.add(v);
+      heap_.pop();
+      if (streams_[i]->next()) heap_.push(i);
+    }
+    return true;
+  }
+
+ private:
+  struct HeadGreater {
+    const Merger* m;
+    bool operator()(size_t a, size_t b) const { return view_less(m->streams_[b]->view(), m->streams_[a]->view()); }
+  };
+
+  std::vector<std::unique_ptr<Stream>> streams_;
   std::priority_queue<size_t, std::vector<size_t>, HeadGreater> heap_{HeadGreater{this}};
+  std::string id_;
+};
+
+// Runs `produce` on a thread of its own and hands what it makes to next(), in order, in
+// batches through a short queue: the merge and decoding of a rebuild overlap the store's
+// load. Errors of `produce` are thrown by next(); destroying it stops the thread.
+class Pipeline {
+ public:
+  explicit Pipeline(std::function<bool(Stored&)> produce) : produce_(std::move(produce)) {
+    for (auto& b : batches_) free_.push_back(&b);
+    thread_ = std::thread([this] { work(); });
+  }
+  ~Pipeline() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  Pipeline(const Pipeline&) = delete;
+  Pipeline& operator=(const Pipeline&) = delete;
+
+  bool next(Stored& out) {
+    if (!cur_ || at_ == cur_->n) {
+      std::unique_lock lock(mu_);
+      if (cur_) {
+        free_.push_back(cur_);
+        cur_ = nullptr;
+        cv_.notify_all();
+      }
+      cv_.wait(lock, [&] { return !full_.empty() || done_; });
+      if (full_.empty()) {
+        if (error_) std::rethrow_exception(error_);
+        return false;
+      }
+      cur_ = full_.front();
+      full_.pop_front();
+      at_ = 0;
+    }
+    std::swap(out, cur_->items[at_++]);  // the batch keeps out's buffers for reuse
+    return true;
+  }
+
+ private:
+  struct Batch {
+    std::array<Stored, 512> items;
+    size_t n = 0;
+  };
+
+  void work() {
+    try {
+      for (;;) {
+        Batch* b;
+        {
+          std::unique_lock lock(mu_);
+          cv_.wait(lock, [&] { return !free_.empty() || stop_; });
+          if (stop_) return;
+          b = free_.back();
+          free_.pop_back();
+        }
+        b->n = 0;
+        bool more = true;
+        while (b->n < b->items.size() && (more = produce_(b->items[b->n]))) ++b->n;
+        std::lock_guard lock(mu_);
+        if (b->n) full_.push_back(b);
+        if (!more) {
+          done_ = true;
+          cv_.notify_all();
+          return;
+        }
+        cv_.notify_all();
+      }
+    } catch (...) {
+      std::lock_guard lock(mu_);
+      error_ = std::current_exception();
+      done_ = true;
+      cv_.notify_all();
+    }
+  }
+
+  std::function<bool(Stored&)> produce_;
+  std::array<Batch, 4> batches_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Batch*> free_;
+  std::deque<Batch*> full_;
+  bool stop_ = false, done_ = false;
+  std::exception_ptr error_;
+  Batch* cur_ = nullptr;  // being handed out by next(); owned by the consumer
+  size_t at_ = 0;
+  std::thread thread_;  // last: started once everything else is initialised
 };
 
 void sort_unique(std::vector<store::Evidence>& ev) {
@@ -266,39 +450,61 @@ void sort_unique(std::vector<store::Evidence>& ev) {
   ev.erase(std::unique(ev.begin(), ev.end(), [&](const auto& a, const auto& b) { return key(a) == key(b); }), ev.end());
 }
 
-// Reads every record of the sources, calling fn; fills the summary's segment counts
-// and the replay watermarks of the mailbox streams.
-void read_sources(const Options& o, Summary& sum, const wal::RecordViewFn& fn) {
-  auto keep = [&](const RecordView& r, std::string_view enc) {
-    if (o.since && r.ts < *o.since) return;
-    ++sum.records;
-    fn(r, enc);
-  };
+// store::content_digest, computed as the records stream past: SHA-256 over
+// (u8 length, pcs_id, digest) of each, absorbed 64 KiB at a time.
+class ContentDigest {
+ public:
+  void add(std::string_view id, const hash::Digest& d) {
+    buf_ += static_cast<char>(static_cast<uint8_t>(id.size()));
+    buf_ += id;
+    buf_.append(reinterpret_cast<const char*>(d.data()), d.size());
+    if (buf_.size() >= (64u << 10)) flush();
+  }
+  hash::Digest finish() {
+    flush();
+    return sha_.finish();
+  }
+
+ private:
+  void flush() {
+    sha_.update(buf_);
+    buf_.clear();
+  }
+  hash::Sha256 sha_;
+  std::string buf_;
+};
+
+// One segment to read: of the region's own WAL, or of a mailbox stream.
+struct Task {
+  stdfs::path path;
+  bool sealed = true;
+  const std::string* source = nullptr;  // mailbox: the source region; WAL: null
+  uint64_t sequence = 0;                // mailbox
+  hash::Digest digest{};                // mailbox: the segment's SHA-256, once read
+};
+
+// The segments to read, in order: the WAL's (counted in the summary; sealed ones wholly
+// before --since-time skipped) and each mailbox stream's up to its first gap.
+struct Sources {
+  std::vector<MailboxStream> streams;
+  std::vector<Task> tasks;  // their `source` points into `streams`
+};
+Sources plan_sources(const Options& o, Summary& sum) {
+  Sources plan;
+  std::vector<Task>& tasks = plan.tasks;
   auto skip_sealed = [&](const stdfs::path& p) {
     if (!o.since) return false;
     wal::SegmentStat st = wal::stat_segment({0, true, p});
     return st.counts.records == 0 || st.counts.last_ts < *o.since;
   };
-  timeutil::Nanos last_progress = 0;
-  auto progress = [&] {
-    if (!o.progress) return;
-    timeutil::Nanos now = timeutil::monotonic_now();
-    if (now - last_progress < timeutil::kSecond) return;
-    last_progress = now;
-    o.progress(fmt::format("read {} records from {} segments", sum.records, sum.segments));
-  };
   for (const auto& f : wal::list_segments(o.wal_dir)) {
     ++sum.segments;
     if (f.sealed && skip_sealed(f.path)) continue;
-    wal::read_segment_views(f.path, f.sealed, keep, [&](const wal::Header& h) {
-      if (h.region != o.region)
-        fail(Code::usage, "WAL '{}' belongs to region '{}', not '{}'", o.wal_dir.string(), h.region, o.region);
-    });
-    progress();
+    tasks.push_back(Task{f.path, f.sealed});
   }
-  if (!o.mailbox) return;
-  for (const MailboxStream& s : list_mailbox(*o.mailbox, o.region)) {
-    std::optional<store::Watermark> mark;
+  if (!o.mailbox) return plan;
+  plan.streams = list_mailbox(*o.mailbox, o.region);
+  for (const MailboxStream& s : plan.streams) {
     uint64_t expect = 0;
     for (const auto& p : s.segments) {
       bool sealed = true;
@@ -310,20 +516,95 @@ void read_sources(const Options& o, Summary& sum, const wal::RecordViewFn& fn) {
         break;
       }
       ++sum.segments;
-      hash::Sha256 sha;
-      wal::read_segment_views(
-          p, true, keep,
-          [&](const wal::Header& h) {
-            if (h.region != s.source)
-              fail(Code::data, "segment '{}': offset 0: region '{}' in the mailbox of '{}'", p.string(), h.region,
-                   s.source);
-          },
-          &sha);
-      mark = store::Watermark{s.source, seq, sha.finish(), timeutil::now()};
+      tasks.push_back(Task{p, true, &s.source, seq});
       expect = seq + 1;
+    }
+  }
+  return plan;
+}
+
+// Reads one segment, checking that its header names the region it should.
+void read_task(const Options& o, Task& t, const wal::RecordViewFn& fn) {
+  if (!t.source) {
+    wal::read_segment_views(t.path, t.sealed, fn, [&](const wal::Header& h) {
+      if (h.region != o.region)
+        fail(Code::usage, "WAL '{}' belongs to region '{}', not '{}'", o.wal_dir.string(), h.region, o.region);
+    });
+    return;
+  }
+  hash::Sha256 sha;
+  wal::read_segment_views(
+      t.path, true, fn,
+      [&](const wal::Header& h) {
+        if (h.region != *t.source)
+          fail(Code::data, "segment '{}': offset 0: region '{}' in the mailbox of '{}'", t.path.string(), h.region,
+               *t.source);
+      },
+      &sha);
+  t.digest = sha.finish();
+}
+
+// Reads every record of the planned sources with `threads` threads (each taking the
+// next segment in order), calling fn(thread, record, encoding) — concurrently from
+// several threads, never for one thread index at a time twice. Fills the summary's
+// record count and the replay watermarks of the mailbox streams. When segments fail,
+// the error of the first of them in order is thrown (the one a single thread would
+// have met).
+using ThreadViewFn = std::function<void(size_t thread, const RecordView&, std::string_view)>;
+void read_sources(const Options& o, Summary& sum, Sources& plan, size_t threads, const ThreadViewFn& fn) {
+  std::vector<Task>& tasks = plan.tasks;
+
+  std::mutex mu;  // guards what follows
+  size_t taken = 0, read = 0;
+  uint64_t records = 0;
+  std::optional<std::pair<size_t, std::exception_ptr>> error;  // of the first failed task
+  timeutil::Nanos last_progress = 0;
+  auto progress = [&] {  // under mu
+    if (!o.progress) return;
+    timeutil::Nanos now = timeutil::monotonic_now();
+    if (now - last_progress < timeutil::kSecond) return;
+    last_progress = now;
+    o.progress(fmt::format("read {} records from {} segments", sum.records + records,
+                           sum.segments - tasks.size() + read));
+  };
+  auto work = [&](size_t thread) {
+    for (;;) {
+      size_t i;
+      {
+        std::lock_guard lock(mu);
+        if (error || taken == tasks.size()) return;
+        i = taken++;
+      }
+      uint64_t n = 0;
+      try {
+        read_task(o, tasks[i], [&](const RecordView& r, std::string_view enc) {
+          if (o.since && r.ts < *o.since) return;
+          ++n;
+          fn(thread, r, enc);
+        });
+      } catch (...) {
+        std::lock_guard lock(mu);
+        if (!error || i < error->first) error.emplace(i, std::current_exception());
+        return;
+      }
+      std::lock_guard lock(mu);
+      records += n;
+      ++read;
       progress();
     }
-    if (mark) sum.watermarks.push_back(*mark);
+  };
+  std::vector<std::thread> pool;
+  for (size_t t = 1; t < threads; ++t) pool.emplace_back(work, t);
+  work(0);
+  for (auto& t : pool) t.join();
+  if (error) std::rethrow_exception(error->second);
+  sum.records += records;
+
+  for (const MailboxStream& s : plan.streams) {
+    const Task* last = nullptr;
+    for (const Task& t : tasks)
+      if (t.source == &s.source) last = &t;
+    if (last) sum.watermarks.push_back(store::Watermark{s.source, last->sequence, last->digest, timeutil::now()});
   }
 }
 
@@ -344,7 +625,8 @@ Summary run(const Options& o, const std::function<void(const Difference&)>& on_d
     };
     // Applied in batches as they are read: a damaged segment stops the merge part way,
     // which is safe because applying is idempotent (rerun once the damage is dealt with).
-    read_sources(o, sum, [&](const RecordView& r, std::string_view) {
+    Sources plan = plan_sources(o, sum);
+    read_sources(o, sum, plan, 1, [&](size_t, const RecordView& r, std::string_view) {
       batch.push_back(to_record(r));
       if (batch.size() >= 10000) flush();
     });
@@ -360,37 +642,57 @@ Summary run(const Options& o, const std::function<void(const Difference&)>& on_d
     return sum;
   }
 
-  stdfs::path temp = o.temp_dir.empty() ? stdfs::path("/var/tmp") : o.temp_dir;
-  Sorter sorter(o.sort_memory, temp);
-  read_sources(o, sum, [&](const RecordView&, std::string_view enc) { sorter.add(enc, hash::sha256(enc)); });
-  sorter.finish();
+  // Read and check on every CPU (at most a thread per segment), into one sorter.
+  Sources plan = plan_sources(o, sum);
+  size_t threads = o.threads ? o.threads : std::max(1u, std::thread::hardware_concurrency());
+  threads = std::max<size_t>(1, std::min(threads, plan.tasks.size()));
+  Sorter sorter(o.sort_memory, o.temp_dir.empty() ? stdfs::path("/var/tmp") : o.temp_dir);
+  std::vector<Sorter::Batch> batches(threads);
+  read_sources(o, sum, plan, threads, [&](size_t t, const RecordView&, std::string_view enc) {
+    if (batches[t].add(enc, hash::sha256(enc))) sorter.add(batches[t]);
+  });
+  for (auto& b : batches) sorter.add(b);
+  sorter.finish(threads);
   sum.runs = sorter.runs();
+  std::vector<std::unique_ptr<Stream>> streams;
+  sorter.streams(streams);
+  Merger merger(std::move(streams));
 
+  // The merge, first write wins and decoding run on a thread of their own (Pipeline),
+  // beside the store's load or the scan of --verify.
   std::vector<store::Evidence> evidence;
+  if (!o.verify) {
+    // The live store's evidence survives the rebuild (it may hold conflicts whose
+    // segments are gone from the WAL and the mailbox).
+    try {
+      live->scan_evidence([&](const store::Evidence& e) { evidence.push_back(e); });
+    } catch (const Error& e) {
+      if (o.warn) o.warn(fmt::format("cannot carry over the old store's conflict evidence: {}", e.what()));
+    }
+  }
   Group g;
   timeutil::Nanos now = timeutil::now();
-  hash::Sha256 content;  // store::content_digest of what is loaded, computed on the way
-  auto next = [&](Stored& out) {
-    if (!sorter.next_group(g)) {
+  ContentDigest content;  // store::content_digest of what is loaded, computed on the way
+  Pipeline pipe([&](Stored& out) {
+    if (!merger.next_group(g)) {
       sort_unique(evidence);  // complete: bulk_load reads it now
       return false;
     }
-    out = Group::decode(g.winner());
-    uint8_t n = static_cast<uint8_t>(out.record.pcs_id.size());
-    content.update(&n, 1);
-    content.update(out.record.pcs_id);
-    content.update(out.digest.data(), out.digest.size());
+    Group::decode(g.winner(), out);
+    content.add(out.record.pcs_id, out.digest);
     ++sum.winners;
-    if (g.firsts.size() > 1) {
+    if (g.firsts().size() > 1) {
       ++sum.conflicts;
-      for (const Group::First& f : g.firsts) {
-        Stored s = Group::decode(f);
+      for (const Group::First& f : g.firsts()) {
+        Stored s;
+        Group::decode(f, s);
         evidence.push_back({std::move(s.record), s.digest, now});
       }
     }
     if (o.progress && sum.winners % 200000 == 0) o.progress(fmt::format("loaded {} records", sum.winners));
     return true;
-  };
+  });
+  auto next = [&](Stored& out) { return pipe.next(out); };
 
   if (o.verify) {
     Stored pending;
@@ -425,13 +727,6 @@ Summary run(const Options& o, const std::function<void(const Difference&)>& on_d
     return sum;
   }
 
-  // The live store's evidence survives the rebuild (it may hold conflicts whose
-  // segments are gone from the WAL and the mailbox).
-  try {
-    live->scan_evidence([&](const store::Evidence& e) { evidence.push_back(e); });
-  } catch (const Error& e) {
-    if (o.warn) o.warn(fmt::format("cannot carry over the old store's conflict evidence: {}", e.what()));
-  }
   auto scratch = live->open_scratch();
   scratch->bulk_load(next, evidence);
   for (const store::Watermark& w : sum.watermarks) scratch->set_watermark(w);

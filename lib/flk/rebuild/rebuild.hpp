@@ -34,6 +34,7 @@ struct Options {
   bool verify = false;                   // compare with the live store; change nothing
   size_t sort_memory = 256u << 20;       // bytes of records held before spilling a run
   std::filesystem::path temp_dir;        // for sort runs (default: /var/tmp)
+  unsigned threads = 0;                  // reading and sorting threads (0: one per CPU)
   std::function<void(const std::string&)> progress;  // throttled progress lines
   std::function<void(const std::string&)> warn;
 };
