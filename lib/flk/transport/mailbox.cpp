@@ -48,8 +48,11 @@ Incoming::Incoming(stdfs::path mailbox, Address addr) : mailbox_(std::move(mailb
   check_address(addr_);
   static std::atomic<uint64_t> counter{0};
   dir_ = stream_dir(mailbox_, addr_.source, addr_.target);
-  fs::make_dirs(dir_);
-  temp_ = dir_ / fmt::format(".incoming-{}-{}-{}", addr_.sequence, ::getpid(), counter++);
+  // Bytes arrive beside the streams, in the mailbox's own file system (rename is atomic
+  // there), and a stream directory is made only for a segment that is stored.
+  stdfs::path incoming = mailbox_ / kIncomingDir;
+  fs::make_dirs(incoming);
+  temp_ = incoming / fmt::format("{}-{}-{}-{}-{}", addr_.source, addr_.target, addr_.sequence, ::getpid(), counter++);
   fd_ = fs::Fd::open(temp_.string(), O_WRONLY | O_CREAT | O_EXCL, 0644);
 }
 
@@ -120,6 +123,7 @@ Put Incoming::commit(const hash::Digest& declared) {
   fd_.close();
 
   stdfs::path final_path = dir_ / wal::segment_file_name(addr_.sequence, true);
+  fs::make_dirs(dir_);
   fs::FileLock lock(dir_ / ".lock", true);
   if (::access(final_path.c_str(), F_OK) == 0) {
     auto have = wal::read_digest_sidecar(final_path);
@@ -129,8 +133,20 @@ Put Incoming::commit(const hash::Digest& declared) {
   wal::write_digest_sidecar(final_path, got);
   if (::rename(temp_.c_str(), final_path.c_str()) != 0) throw sys_error("cannot rename into", final_path.string(), errno);
   done_ = true;
-  fs::sync_dir(dir_);
+  fs::sync_dir(dir_);  // the source directory of the rename need not be synced: losing the temp name is fine
   return Put::stored;
+}
+
+size_t remove_stale_incoming(const stdfs::path& mailbox, timeutil::Nanos older_than) {
+  size_t n = 0;
+  std::error_code ec;
+  auto now = stdfs::file_time_type::clock::now();
+  for (const auto& e : stdfs::directory_iterator(mailbox / kIncomingDir, ec)) {
+    auto t = e.last_write_time(ec);
+    if (ec || now - t < std::chrono::nanoseconds(older_than)) continue;
+    if (stdfs::remove(e.path(), ec)) ++n;
+  }
+  return n;
 }
 
 std::vector<Entry> list_stream(const stdfs::path& mailbox, std::string_view source, std::string_view target,

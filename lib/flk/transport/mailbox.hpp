@@ -3,11 +3,12 @@
 //   MAILBOX/<source>/<target>/0000000000000042.wal          a shipped segment
 //   MAILBOX/<source>/<target>/0000000000000042.wal.sha256   its sha256sum(1) sidecar
 //   MAILBOX/<source>/<target>/.lock                         flock(2)ed while storing
+//   MAILBOX/.incoming/                                      bytes being received
 //
 // The same tree is written by flk-serve (http/https), by the file:// transport and read
 // by flk-read and flk-rebuild-dedup. Storing a segment:
 //
-//   Incoming in(mailbox, {source, target, seq});   // a temp file in the stream directory
+//   Incoming in(mailbox, {source, target, seq});   // a temp file in MAILBOX/.incoming/
 //   in.write(bytes)…;                               // or in.copy_from(file)
 //   Put p = in.commit(declared_sha256);             // validate, fsync, store
 //
@@ -29,6 +30,7 @@
 #include "flk/util/error.hpp"
 #include "flk/util/fs.hpp"
 #include "flk/util/hash.hpp"
+#include "flk/util/time.hpp"
 #include "flk/wal/segment.hpp"
 
 namespace flk::transport {
@@ -100,6 +102,12 @@ class Incoming {
   bool done_ = false;
   wal::Header header_;
 };
+
+constexpr const char* kIncomingDir = ".incoming";
+
+// Removes temp files of receptions that ended without a commit (a crash, kill -9) and
+// were last written more than `older_than` ago; returns how many.
+size_t remove_stale_incoming(const std::filesystem::path& mailbox, timeutil::Nanos older_than);
 
 // The segments of one stream after `after`, in order (their digests from the sidecars).
 // An absent stream is empty.
