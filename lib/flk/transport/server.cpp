@@ -435,10 +435,6 @@ Server::Server(ServeOptions o) : impl_(std::make_unique<Impl>()) {
   // waits for the ACK of the headers, which a client on a kept-alive connection delays
   // (~40 ms on Linux), so every request on a reused connection would pay that wait.
   s.set_tcp_nodelay(true);
-  // Replies go out as two writes (headers, then body): with Nagle's algorithm the body
-  // waits for the ACK of the headers, which a client on a kept-alive connection delays
-  // (~40 ms on Linux), so every request on a reused connection would pay that wait.
-  s.set_tcp_nodelay(true);
 
   const std::string region = "([a-z0-9][a-z0-9-]{0,62})";
   const std::string prefix(kApiPrefix);
