@@ -96,7 +96,7 @@ wait_for() {
   SHIP_PID=$!
   sleep 1.5
   # Nothing acknowledged, the failure is counted and the lag shows the waiting record.
-  [[ ! -e $STATE/ship/us-west-2.json ]]
+  [[ ! -e $STATE/ship/us-west-2.json ]] || assert_equal "$(jq -r .sequence "$STATE/ship/us-west-2.json")" 0
   grep -q '^flk_crr_ship_up{source="us-east-1",target="us-west-2"} 0$' "$BATS_TEST_TMPDIR/ship.prom"
   grep -q '^flk_crr_ship_pending_segments{source="us-east-1",target="us-west-2"} 1$' "$BATS_TEST_TMPDIR/ship.prom"
   run awk '/^flk_crr_ship_lag_seconds/ {print ($2 > 0)}' "$BATS_TEST_TMPDIR/ship.prom"

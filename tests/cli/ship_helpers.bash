@@ -178,6 +178,13 @@ seg_name() { printf '%016d.wal' "$1"; }
 # --- watermarks -------------------------------------------------------------------------
 
 wm_file() { echo "$STATE/ship/$1.json"; }
+# wm_position TARGET: where the watermark stands (sequence, digests, time) — what must
+# not move when nothing was acknowledged; failures_total may grow. "none" when absent.
+wm_position() {
+  if [[ -e $(wm_file "$1") ]]; then
+    jq -c '{sequence, sha256, source_sha256, time, segments_total, bytes_total}' "$(wm_file "$1")"
+  else echo none; fi
+}
 # wm_seq TARGET: the watermark's sequence, 0 when there is none.
 wm_seq() {
   if [[ -e $(wm_file "$1") ]]; then jq -r .sequence "$(wm_file "$1")"; else echo 0; fi

@@ -307,3 +307,31 @@ TEST_CASE("listen addresses") {
   CHECK(is_loopback_host("::1"));
   CHECK_FALSE(is_loopback_host("0.0.0.0"));
 }
+
+TEST_CASE("a stream of re-encoded segments verifies as a chain (flk-wal verify / cat on a mailbox stream)") {
+  test::TempDir t;
+  auto a = make_wal(t / "a", 3, 9);
+  stdfs::path mb = t / "mb";
+  std::set<std::string, std::less<>> tenants{"tenant-2"};
+  for (const auto& f : a) {
+    stdfs::path out = t / "out" / f.path.filename();
+    auto re = crr::reencode_segment(f.path, digest_of(f.path), tenants, out);
+    REQUIRE(put_file(mb, {"us-east-1", "us-west-2", f.sequence}, out, re.sha256) == Put::stored);
+  }
+  stdfs::path stream = stream_dir(mb, "us-east-1", "us-west-2");
+  std::string problems;
+  CHECK(wal::verify_wal(stream, [&](const wal::VerifyResult& v) {
+    if (!v.ok) problems += v.problem + "\n";
+  }));
+  CHECK(problems == "");
+  // Segment 2 replaced by the re-encoding of another WAL's segment 2: the chain breaks.
+  auto b = make_wal(t / "b", 2, 4);
+  auto re = crr::reencode_segment(b[1].path, digest_of(b[1].path), tenants, t / "other.wal");
+  stdfs::copy_file(t / "other.wal", stream / "0000000000000002.wal", stdfs::copy_options::overwrite_existing);
+  wal::write_digest_sidecar(stream / "0000000000000002.wal", re.sha256);
+  problems.clear();
+  CHECK_FALSE(wal::verify_wal(stream, [&](const wal::VerifyResult& v) {
+    if (!v.ok) problems += v.problem + "\n";
+  }));
+  CHECK(problems.find("broken chain") != std::string::npos);
+}

@@ -22,6 +22,11 @@ namespace flk::crr {
 namespace stdfs = std::filesystem;
 using timeutil::kSecond;
 
+namespace {
+// Jittered waits are never round: shown to the millisecond.
+timeutil::Nanos ms_rounded(timeutil::Nanos d) { return d / 1'000'000 * 1'000'000; }
+}  // namespace
+
 std::vector<Target> targets_from_config(const config::Config& c, const std::vector<std::string>& only,
                                         const std::optional<std::string>& to) {
   std::string where = c.source.empty() ? std::string("the configuration") : "'" + c.source + "'";
@@ -173,9 +178,18 @@ Code Shipper::ship_pending(TargetState& t) {
     t.last = Code::ok;
     return Code::ok;
   } catch (const Error& e) {
-    std::lock_guard lk(t.mu);
+    std::unique_lock lk(t.mu);
     t.ok = false;
     t.last = e.code();
+    ShipWatermark snapshot = t.wm;
+    lk.unlock();
+    if (!t.stream && snapshot.failures_total) {  // keep the failure count across runs (metrics)
+      try {
+        save_ship_watermark(o_.state, snapshot);
+      } catch (const Error&) {
+      }
+    }
+    lk.lock();
     if (!stop_ && o_.error) o_.error(fmt::format("target '{}': {}", t.target.region, e.what()));
     return stop_ ? Code::temp_fail : e.code();
   }
@@ -248,13 +262,13 @@ void Shipper::ship_one(TargetState& t, const stdfs::path& file, uint64_t seq) {
       timeutil::Nanos sleep = std::uniform_int_distribution<timeutil::Nanos>(0, backoff)(rng);
       if (now + sleep > give_up_at)
         fail(Code::temp_fail, "segment {}: giving up after {} attempts over {}: {}", seq, attempts,
-             timeutil::format_duration(now - give_up_at + o_.deadline), e.what());
+             timeutil::format_duration(ms_rounded(now - give_up_at + o_.deadline)), e.what());
       if (attempts == 1 && o_.warn)
         o_.warn(fmt::format("target '{}': segment {}: {}; retrying for up to {}", t.target.region, seq, e.what(),
                             timeutil::format_duration(o_.deadline)));
       else if (o_.info)
         o_.info(fmt::format("target '{}': segment {}: attempt {} failed: {}; retrying in {}", t.target.region, seq,
-                            attempts, e.what(), timeutil::format_duration(sleep)));
+                            attempts, e.what(), timeutil::format_duration(ms_rounded(sleep))));
       wait_for(sleep);
       if (stop_) fail(Code::temp_fail, "interrupted");
       backoff = std::min(backoff * 2, o_.max_backoff);

@@ -256,12 +256,13 @@ uint64_t cat(const std::vector<std::filesystem::path>& segments, std::optional<t
       SegmentStat st = stat_segment({0, true, p});
       if (st.counts.records == 0 || st.counts.last_ts < *since) {  // skipped unread: link by its sidecar
         check_link(st.header);
-        prev.emplace(st.header.sequence, st.sha256.value_or(hash::Digest{}));
+        prev.emplace(st.header.sequence, chain_digest(st.header, st.sha256.value_or(hash::Digest{})));
         continue;
       }
     }
     hash::Sha256 sha;
     uint64_t seq = 0;
+    Header header;
     try {
       n += read_segment(
           p, sealed,
@@ -277,6 +278,7 @@ uint64_t cat(const std::vector<std::filesystem::path>& segments, std::optional<t
           [&](const Header& h) {
             check_link(h);
             seq = h.sequence;
+            header = h;
           },
           &sha);
     } catch (const Error&) {
@@ -285,7 +287,7 @@ uint64_t cat(const std::vector<std::filesystem::path>& segments, std::optional<t
     }
     write_out(out, buf);
     buf.clear();
-    prev.emplace(seq, sha.finish());
+    prev.emplace(seq, chain_digest(header, sha.finish()));
   }
   return n;
 }

@@ -183,6 +183,7 @@ bool verify_wal(const stdfs::path& dir, const std::function<void(const VerifyRes
   for (size_t i = 0; i < files.size(); ++i) {
     SegmentFile& f = files[i];
     VerifyResult v;
+    Header header;
     auto problem = [&](std::string p) {
       if (v.ok) v.problem = std::move(p);
       else v.problem += "; " + p;
@@ -215,6 +216,7 @@ bool verify_wal(const stdfs::path& dir, const std::function<void(const VerifyRes
       v.records = r.counted().records;
       if (r.header_ok()) {
         const Header& hd = r.header();
+        header = hd;
         if (hd.sequence != f.sequence)
           problem(fmt::format("offset 0: header says sequence {}, file name says {}", hd.sequence, f.sequence));
         if (region.empty()) region = hd.region;
@@ -245,8 +247,7 @@ bool verify_wal(const stdfs::path& dir, const std::function<void(const VerifyRes
       v.file = f;
       problem(e.what());
     }
-    prev_digest = v.sha256;
-    if (!v.ok) prev_digest.reset();  // a damaged segment's digest proves nothing about the next link
+    prev_digest = v.sha256 && v.ok ? std::optional(chain_digest(header, *v.sha256)) : std::nullopt;  // a damaged segment's digest proves nothing about the next link
     prev_seq = f.sequence;
     all_ok = all_ok && v.ok;
     fn(v);

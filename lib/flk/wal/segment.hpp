@@ -32,6 +32,13 @@ struct Seal {
   int64_t last_ts = 0;   // latest ts in the segment (0 when empty)
 };
 
+// What the next segment's `prev` must equal: a segment's own SHA-256, or for a
+// re-encoded segment the SHA-256 of its source segment (re-encoded segments keep their
+// source's chain; flk-wal(5)).
+inline hash::Digest chain_digest(const Header& h, const hash::Digest& file_sha256) {
+  return (h.flags & kFlagReencoded) ? h.source : file_sha256;
+}
+
 std::string encode_header(const Header& h);
 // False (with why) when the bytes are not a valid header.
 bool decode_header(std::string_view bytes, Header& out, std::string* why);
