@@ -24,7 +24,8 @@ install: all
 	DESTDIR=$(DESTDIR) cmake --install $(BUILD) --prefix $(PREFIX)
 
 bench: all
-	bench/run.sh $(BUILD)
+	if [ -z "$$FLK_BENCH_ONLY" ] || [ "$$FLK_BENCH_ONLY" != ship ]; then bench/run.sh $(BUILD); fi
+	if [ -z "$$FLK_BENCH_ONLY" ] || [ "$$FLK_BENCH_ONLY" = ship ]; then bench/ship.sh $(BUILD); fi
 
 demo: all
 	scripts/demo.sh $(BUILD)/bin

@@ -15,7 +15,8 @@
 #   FLK_BENCH_BIG_MIB   WAL size of the large memory run, MiB    (default 1024)
 #   FLK_BENCH_WORK      where WALs are written (its file system matters for syncs)
 #                                                                (default BUILD_DIR/bench)
-#   FLK_BENCH_ONLY      only one group of figures: wal (a-d), rebuild (e) or servers (f, g)
+#   FLK_BENCH_ONLY      only one group of figures: wal (a-d), rebuild (e), servers (f, g), or
+#                       ship (h-j: bench/ship.sh, which `make bench` runs after this script)
 #                                                                (default all)
 #   FLK_BENCH_REBUILD_RECORDS  records for the rebuild figures    (default 1000000)
 #   FLK_BENCH_REBUILD_RUNS     runs of the rebuild figures        (default 3)
