@@ -15,7 +15,8 @@
 // a lost transaction is simply replayed again (replay is idempotent).
 //
 // Rebuild: the scratch store is a file beside the store ("<path>.rebuild"), loaded with
-// the journal off and synced once at the end; replace_with() checkpoints the live store
+// the journal off, many rows per INSERT, its pages handed to the disk as the load goes
+// (sync_file_range) and synced once at the end; replace_with() checkpoints the live store
 // and takes it out of WAL mode (so no stale -wal file can be applied to the new one),
 // renames the scratch file over it, syncs the directory and reopens.
 #include <fcntl.h>
@@ -237,6 +238,25 @@ std::string insert_sql(size_t rows) {
 // 1M sorted rows took 2.0 s one per statement, 0.8 s with 100–400 per statement.
 constexpr size_t kBulkRows = 256;
 
+// Starts the kernel writing a file's dirty pages to disk, without waiting
+// (sync_file_range(2)): the load of a scratch store goes on meanwhile, and the fsync
+// before the swap has less left to wait for. Only a hint: errors are for that fsync.
+class Writeback {
+ public:
+  explicit Writeback(const std::string& path) : fd_(::open(path.c_str(), O_RDONLY | O_CLOEXEC)) {}
+  ~Writeback() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  Writeback(const Writeback&) = delete;
+  Writeback& operator=(const Writeback&) = delete;
+  void start() {
+    if (fd_ >= 0) ::sync_file_range(fd_, 0, 0, SYNC_FILE_RANGE_WRITE);
+  }
+
+ private:
+  int fd_;
+};
+
 class SqliteStore final : public Store {
  public:
   SqliteStore(std::string path, std::string url, bool scratch) : db_(std::move(path), std::move(url)), scratch_(scratch) {
@@ -314,19 +334,21 @@ class SqliteStore final : public Store {
     // statement for all of them; the rest one by one. Every parameter is bound each
     // time: no clearing needed.
     Stmt many(db_, insert_sql(kBulkRows).c_str());
+    Writeback writeback(db_.path());
+    size_t batches = 0;
     std::vector<Stored> rows(kBulkRows);
-    std::string last;
     bool first = true;
     size_t n = 0;
     while (next(rows[n])) {
       const std::string& id = rows[n].record.pcs_id;
+      const std::string& last = rows[n ? n - 1 : kBulkRows - 1].record.pcs_id;  // not yet overwritten
       if (!first && id <= last) fail(Code::internal, "store '{}': bulk load out of order at '{}'", db_.url(), id);
       first = false;
-      last = id;
       if (++n < kBulkRows) continue;
       for (size_t i = 0; i < n; ++i) bind_record(many, rows[i].record, rows[i].digest, static_cast<int>(i * 8));
       many.run();
       n = 0;
+      if (scratch_ && ++batches % 256 == 0) writeback.start();
     }
     for (size_t i = 0; i < n; ++i) {
       bind_record(insert_, rows[i].record, rows[i].digest);
