@@ -68,46 +68,11 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 results=$bb/results.jsonl
 : >"$results.tmp"
-table=()
-
-say() { printf 'bench: %s\n' "$*" >&2; }
-
-# Floating point with awk: calc 'expr'.
-calc() { awk "BEGIN { printf \"%.6g\", $1 }"; }
-
-median() {
-  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 }
-    END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.6g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-
-# Seconds elapsed since $1 (an $EPOCHREALTIME value).
-since() { calc "$EPOCHREALTIME - $1"; }
+# shellcheck source=bench/lib.sh
+. "$src/bench/lib.sh"
 
 # Total size in bytes of the segment files of a WAL directory.
 wal_bytes() { find "$1" -maxdepth 1 \( -name '*.wal' -o -name '*.open' \) -printf '%s\n' | awk '{ s += $1 } END { print s + 0 }'; }
-
-# fmt2 X: X with two decimals.
-fmt2() { LC_ALL=C printf '%.2f' "$1"; }
-
-json_array() {
-  local IFS=,
-  printf '[%s]' "$*"
-}
-
-# human N: 1234567 → 1,234,567 (integers) or 3 significant decimals.
-human() { LC_ALL=C awk -v x="$1" 'BEGIN {
-    if (x >= 1000) { s = sprintf("%.0f", x); o = "";
-      while (length(s) > 3) { o = "," substr(s, length(s) - 2) o; s = substr(s, 1, length(s) - 3) }
-      print s o }
-    else printf "%.3g\n", x }'; }
-
-# row FIGURE FLK BASELINE RATIO NOTE — one line of the printed table.
-row() { table+=("$(printf '%-34s %18s %18s %7s  %s' "$1" "$2" "$3" "$4" "$5")"); }
-
-commit=$(git -C "$src" rev-parse --short HEAD 2>/dev/null || echo unknown)
-fs_type=$(df --output=fstype "$work" | tail -n 1)
-started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-common="\"commit\":\"$commit\",\"started\":\"$started\",\"host_cpus\":$(nproc),\"fs\":\"$fs_type\""
 
 # want GROUP: whether the figures of GROUP (wal, rebuild, servers) run (FLK_BENCH_ONLY).
 want() { [ -z "${FLK_BENCH_ONLY:-}" ] || [ "$FLK_BENCH_ONLY" = "$1" ]; }

@@ -78,31 +78,8 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 results=$bb/results.jsonl
 : >"$work/results.tmp"
-table=()
-
-say() { printf 'bench: %s\n' "$*" >&2; }
-calc() { awk "BEGIN { printf \"%.6g\", $1 }"; }
-median() {
-  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 }
-    END { if (NR % 2) print v[(NR + 1) / 2]; else printf "%.6g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-since() { calc "$EPOCHREALTIME - $1"; }
-fmt2() { LC_ALL=C printf '%.2f' "$1"; }
-json_array() {
-  local IFS=,
-  printf '[%s]' "$*"
-}
-human() { LC_ALL=C awk -v x="$1" 'BEGIN {
-    if (x >= 1000) { s = sprintf("%.0f", x); o = "";
-      while (length(s) > 3) { o = "," substr(s, length(s) - 2) o; s = substr(s, 1, length(s) - 3) }
-      print s o }
-    else printf "%.3g\n", x }'; }
-row() { table+=("$(printf '%-34s %18s %18s %7s  %s' "$1" "$2" "$3" "$4" "$5")"); }
-
-commit=$(git -C "$src" rev-parse --short HEAD 2>/dev/null || echo unknown)
-fs_type=$(df --output=fstype "$work" | tail -n 1)
-started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-common="\"commit\":\"$commit\",\"started\":\"$started\",\"host_cpus\":$(nproc),\"fs\":\"$fs_type\""
+# shellcheck source=bench/lib.sh
+. "$src/bench/lib.sh"
 
 # The configuration both tools read (flk-ship takes its source region from it), the
 # token flk-ship presents and flk-serve accepts as peer us-east-1.
