@@ -306,14 +306,6 @@ void Shipper::ship_one(TargetState& t, const stdfs::path& file, uint64_t seq) {
 
 namespace {
 
-Code worst(Code a, Code b) {
-  static constexpr Code order[] = {Code::data,        Code::no_perm, Code::config, Code::protocol, Code::io,
-                                   Code::cant_create, Code::no_input, Code::internal, Code::usage, Code::temp_fail};
-  for (Code c : order)
-    if (a == c || b == c) return c;
-  return a == Code::ok ? b : a;
-}
-
 // The ts of the first record of an open segment, if it holds one.
 std::optional<int64_t> first_record_ts(const stdfs::path& p) {
   try {
@@ -331,14 +323,14 @@ int Shipper::run_once() {
   Code result = Code::ok;
   bool any_stream = std::any_of(targets_.begin(), targets_.end(), [](const auto& t) { return t->stream; });
   if (any_stream || targets_.size() == 1) {  // one stdout: one target after the other
-    for (auto& t : targets_) result = worst(result, ship_pending(*t));
+    for (auto& t : targets_) result = most_serious(result, ship_pending(*t));
   } else {
     std::vector<Code> codes(targets_.size(), Code::ok);
     std::vector<std::thread> threads;
     for (size_t i = 0; i < targets_.size(); ++i)
       threads.emplace_back([this, i, &codes] { codes[i] = ship_pending(*targets_[i]); });
     for (auto& th : threads) th.join();
-    for (Code c : codes) result = worst(result, c);
+    for (Code c : codes) result = most_serious(result, c);
   }
   write_metrics(true);
   return static_cast<int>(result);

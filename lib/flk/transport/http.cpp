@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <mutex>
@@ -125,6 +126,29 @@ class HttpTransport final : public Transport {
       bad_reply(rq, "head without sequence and sha256");
     }
     return h;
+  }
+
+  std::vector<std::pair<std::string, std::string>> streams() override {
+    Request rq;
+    prepare(rq, fmt::format("{}{}/streams", base_, kApiPrefix));
+    long status = perform(rq, "GET");
+    if (status != 200) refused(rq, "GET", status);
+    std::vector<std::pair<std::string, std::string>> out;
+    std::string_view body = rq.body;
+    while (!body.empty()) {
+      size_t nl = body.find('\n');
+      std::string_view line = body.substr(0, nl);
+      body = nl == std::string_view::npos ? std::string_view{} : body.substr(nl + 1);
+      if (line.empty()) continue;
+      auto j = parse_json(rq, line);
+      try {
+        out.emplace_back(j.at("source").get<std::string>(), j.at("target").get<std::string>());
+      } catch (const std::exception&) {
+        bad_reply(rq, "stream line without source and target");
+      }
+    }
+    std::sort(out.begin(), out.end());
+    return out;
   }
 
   hash::Digest get(const Address& a, const stdfs::path& dest) override {

@@ -41,6 +41,11 @@ class FileTransport final : public Transport {
     return stream_head(dir_, source, target);
   }
 
+  std::vector<std::pair<std::string, std::string>> streams() override {
+    check();
+    return list_streams(dir_);
+  }
+
   hash::Digest get(const Address& a, const stdfs::path& dest) override {
     check();
     check_address(a);
@@ -50,6 +55,11 @@ class FileTransport final : public Transport {
     stdfs::copy_file(p, dest, stdfs::copy_options::overwrite_existing, ec);
     if (ec) throw sys_error("cannot copy segment", p.string(), ec.value());
     return d ? *d : wal::file_digest(dest);
+  }
+
+  std::optional<stdfs::path> local_path(const Address& a) override {
+    check_address(a);
+    return segment_path(dir_, a);
   }
 
   std::string describe() const override { return "file://" + dir_.string(); }
@@ -76,6 +86,7 @@ class StreamTransport final : public Transport {
   }
   std::vector<Entry> list(std::string_view, std::string_view, uint64_t) override { unsupported(); }
   Head head(std::string_view, std::string_view) override { unsupported(); }
+  std::vector<std::pair<std::string, std::string>> streams() override { unsupported(); }
   hash::Digest get(const Address&, const stdfs::path&) override { unsupported(); }
   std::string describe() const override { return "-"; }
   void interrupt() override {}

@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -53,9 +54,13 @@ class Transport {
   // The stream's segments after `after`, in order.
   virtual std::vector<Entry> list(std::string_view source, std::string_view target, uint64_t after) = 0;
   virtual Head head(std::string_view source, std::string_view target) = 0;
+  // The (source, target) streams there are, sorted.
+  virtual std::vector<std::pair<std::string, std::string>> streams() = 0;
   // Fetches a segment into `dest` (written whole; not fsynced) and returns the digest the
   // peer declared for it. The caller verifies the bytes.
   virtual hash::Digest get(const Address& a, const std::filesystem::path& dest) = 0;
+  // Where a segment can be read in place, without get() (file:// only).
+  virtual std::optional<std::filesystem::path> local_path(const Address&) { return std::nullopt; }
 
   // The URL for messages, with any password masked.
   virtual std::string describe() const = 0;

@@ -26,4 +26,13 @@ Error sys_error(std::string_view what, std::string_view path, int err, Code code
   return Error(code, fmt::format("{} '{}': {}", what, path, std::strerror(err)));
 }
 
+Code most_serious(Code a, Code b) {
+  static constexpr Code order[] = {Code::data,        Code::no_perm,  Code::config,   Code::protocol, Code::io,
+                                   Code::cant_create, Code::no_input, Code::internal, Code::usage,    Code::unavailable,
+                                   Code::temp_fail};
+  for (Code c : order)
+    if (a == c || b == c) return c;
+  return a == Code::ok ? b : a;
+}
+
 }  // namespace flk

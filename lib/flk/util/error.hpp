@@ -47,6 +47,11 @@ class Error : public std::runtime_error {
   Code code_;
 };
 
+// Of two outcomes, the one that decides a tool's exit status when several parts of
+// its work failed differently: damage first, then refusal, configuration, protocol,
+// I/O …, and a temporary failure last (ok loses to anything).
+Code most_serious(Code a, Code b);
+
 // Throw an Error with a formatted message.
 template <typename... Args>
 [[noreturn]] void fail(Code code, fmt::format_string<Args...> f, Args&&... args) {

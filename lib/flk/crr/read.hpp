@@ -1,0 +1,66 @@
+// The CRR reader (DESIGN.md §3, §4, flk-read(1)): for each source region, every
+// segment shipped to this region after the store's replay watermark, in order —
+// verified (SHA-256, every frame and record, source, sequence, chain) and applied to
+// the dedup store by first write wins together with the watermark's advance, in one
+// atomic step per segment. A missing sequence number stops that source there (a gap is
+// never skipped); a damaged segment stops it without moving its watermark; the other
+// sources go on.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "flk/store/store.hpp"
+#include "flk/transport/mailbox.hpp"
+#include "flk/transport/transport.hpp"
+#include "flk/util/error.hpp"
+#include "flk/util/hash.hpp"
+
+namespace flk::crr {
+
+struct ReadOptions {
+  std::string region;                // this region: the target of what is read
+  std::vector<std::string> sources;  // empty: every source that shipped here
+  std::string from = "-";            // transport URL: file:///mailbox, http(s)://peer, or - (stdin)
+  transport::Options transport;
+  std::string store_url;
+  std::filesystem::path scratch;  // where fetched segments wait to be verified (http)
+  std::function<void(const std::string&)> emit;  // one JSON line (no newline) per applied segment
+  std::function<void(const std::string&)> error, info;
+};
+
+class Reader {
+ public:
+  explicit Reader(ReadOptions o);
+  ~Reader();
+
+  // Applies what is there now; returns the exit code: 0 when every source is caught
+  // up, else the most serious failure (65 damage or gap, 77 refused, 75 unreachable…).
+  int run_once();
+  // Until stop(): polls the transport every `interval` (a segment is applied within
+  // that long of its arrival). Returns 0, or 65 when a source is stuck on damage.
+  int follow(timeutil::Nanos interval);
+  void stop();
+
+ private:
+  Code read_source(const std::string& source);
+  Code read_stream();
+  // Verifies a segment file as `a` and applies it; returns its JSON line.
+  void apply_segment(const transport::Address& a, const std::filesystem::path& file, const hash::Digest& declared,
+                     int64_t started);
+
+  ReadOptions o_;
+  std::unique_ptr<transport::Transport> tr_;
+  std::unique_ptr<store::Store> store_;
+  std::atomic<bool> stop_{false};
+  std::map<std::string, std::string> last_error_;  // per source, the error last reported
+};
+
+}  // namespace flk::crr
