@@ -20,7 +20,7 @@ int main(int argc, char** argv) {
       ->check(flk::cli::region_validator());
   app.add_option("--from", from,
                  "where the shipped segments are: file:///MAILBOX (default: paths.mailbox), http(s)://PEER:PORT, or - "
-                 "(a stream on stdin from flk-ship --to -)")
+                 "(stdin: the stream flk-ship writes to -)")
       ->type_name("URL");
   app.add_option("--store", store_url, "the dedup store (default: dedup.url)")->type_name("URL");
   app.add_option("--region", region, "this region, the target of what is read (default: the configuration's)")

@@ -1,0 +1,47 @@
+#!/usr/bin/env bats
+# Every tool: --help and --version exit 0, and its man page's SYNOPSIS names exactly
+# the options --help lists (-q/-v stand for --quiet/--verbose there). flk-wal, whose
+# SYNOPSIS is per verb, and flk-rebuild-dedup are checked in their own suites.
+
+load helpers
+
+setup() {
+  flk_setup
+  command -v mandoc >/dev/null || skip "mandoc is not installed"
+}
+
+# check_synopsis TOOL: compares `TOOL --help` with man/TOOL.1's SYNOPSIS.
+check_synopsis() {
+  local tool=$1 help_opts man_opts
+  run --separate-stderr "$tool" --help
+  assert_status 0
+  help_opts=$(grep -oE -- '--[a-z][a-z-]*' <<<"$output" | grep -vx -e --quiet -e --verbose | sort -u)
+  [[ -n $help_opts ]]
+  run --separate-stderr "$tool" --version
+  assert_status 0
+  [[ $output =~ ^$tool\ .*[0-9]+\.[0-9]+\.[0-9]+ ]]
+  man_opts=$(mandoc -Tascii "$FLK_SOURCE/man/$tool.1" | col -b |
+    sed -n '/^SYNOPSIS/,/^DESCRIPTION/p' | grep -oE -- '--[a-z][a-z-]*' | sort -u)
+  assert_equal "$man_opts" "$help_opts" "options of $tool(1)'s SYNOPSIS (expected: those of --help)"
+  # And the OPTIONS section describes each of them.
+  local o
+  for o in $help_opts; do
+    [[ $o == --help || $o == --version ]] && continue
+    mandoc -Tascii "$FLK_SOURCE/man/$tool.1" | col -b | sed -n '/^OPTIONS/,/^[A-Z]/p' | grep -q -- "$o" ||
+      { echo "$tool(1) OPTIONS does not describe $o" >&2; return 1; }
+  done
+}
+
+@test "flk-ship: --help matches flk-ship(1)" { check_synopsis flk-ship; }
+@test "flk-serve: --help matches flk-serve(1)" { check_synopsis flk-serve; }
+@test "flk-read: --help matches flk-read(1)" { check_synopsis flk-read; }
+
+@test "usage errors exit 64 with the tool's name and a hint" {
+  local tool
+  for tool in flk-ship flk-serve flk-read; do
+    run --separate-stderr "$tool" --no-such-option
+    assert_status 64
+    [[ $stderr == "$tool: error: "* ]]
+    assert_stderr_has "Try '$tool --help'"
+  done
+}
