@@ -130,10 +130,17 @@ Put Incoming::commit(const hash::Digest& declared) {
     hash::Digest stored = have ? *have : wal::file_digest(final_path);
     return stored == got ? Put::duplicate : Put::conflict;
   }
-  wal::write_digest_sidecar(final_path, got);
+  // The sidecar first, then the segment, and one directory sync for both renames (three
+  // syncs a segment: its data, the sidecar's, the directory). Readers compute the
+  // digest of a segment whose sidecar a crash lost, so their order is not load-bearing.
+  {
+    fs::AtomicFile side(wal::digest_sidecar_path(final_path));
+    side.write(wal::digest_sidecar_line(got, final_path.filename().string()));
+    side.commit(false);
+  }
   if (::rename(temp_.c_str(), final_path.c_str()) != 0) throw sys_error("cannot rename into", final_path.string(), errno);
   done_ = true;
-  fs::sync_dir(dir_);  // the source directory of the rename need not be synced: losing the temp name is fine
+  fs::sync_dir(dir_);  // both renames durable: only now is the segment acknowledged
   return Put::stored;
 }
 

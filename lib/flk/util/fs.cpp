@@ -149,14 +149,14 @@ AtomicFile::~AtomicFile() {
 
 void AtomicFile::write(std::string_view data) { fd_.write_all(data); }
 
-void AtomicFile::commit() {
+void AtomicFile::commit(bool sync_directory) {
   fd_.sync();
   fd_.close();
   if (::rename(temp_.c_str(), path_.c_str()) != 0)
     throw sys_error("cannot rename into", path_.string(), errno, Code::cant_create);
   committed_ = true;
   std::filesystem::path dir = path_.parent_path();
-  sync_dir(dir.empty() ? std::filesystem::path(".") : dir);
+  if (sync_directory) sync_dir(dir.empty() ? std::filesystem::path(".") : dir);
 }
 
 void write_file_atomic(const std::filesystem::path& path, std::string_view data, int mode) {

@@ -75,7 +75,9 @@ class AtomicFile {
   AtomicFile& operator=(const AtomicFile&) = delete;
 
   void write(std::string_view data);
-  void commit();
+  // With sync_directory = false the caller syncs the directory itself, once for
+  // several renames in it; the rename is not durable until then.
+  void commit(bool sync_directory = true);
   const std::filesystem::path& path() const { return path_; }
 
  private:
