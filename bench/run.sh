@@ -276,8 +276,8 @@ fi # want wal
 # `.import` of the same rows as CSV into a new file with the same schema (the records
 # table of lib/flk/store/sqlite.cpp: same columns, TEXT primary key, WITHOUT ROWID).
 # The CSV is exported from the rebuilt store, so it holds exactly the stored rows, in
-# pcs_id order — the baseline's best case (B-tree appends); the digest travels as hex
-# text. Both write with one transaction. records/s = records / wall time; ratio =
+# WAL order (ORDER BY ts), as an application would insert them; the digest travels as
+# hex text. Both write with one transaction. records/s = records / wall time; ratio =
 # baseline time / flk time, median of the pairs. Also peak memory (GNU time %M) of the
 # rebuild at the default --sort-memory and at 64MiB, beside sqlite3's.
 rebuild_cfg=$work/rebuild.yaml
