@@ -23,7 +23,6 @@ Reader::Reader(ReadOptions o) : o_(std::move(o)) {
   for (const auto& s : o_.sources) check_region(s, "source region");
   if (o_.from != "-") tr_ = transport::open(o_.from, o_.transport);
   store_ = store::open(o_.store_url);
-  fs::make_dirs(o_.scratch);
 }
 
 Reader::~Reader() = default;
@@ -89,6 +88,7 @@ Code Reader::read_source(const std::string& source) {
         apply_segment(a, *local, e.sha256, started);
         continue;
       }
+      fs::make_dirs(o_.scratch);  // only a transport that copies needs it
       stdfs::path tmp = o_.scratch / fmt::format("{}-{}.wal", source, e.sequence);
       struct Remove {
         stdfs::path p;
@@ -117,6 +117,7 @@ Code Reader::read_stream() {
   transport::StreamReader r(STDIN_FILENO, "stdin");
   stdfs::path tmp = o_.scratch / "stream.wal";
   try {
+    fs::make_dirs(o_.scratch);
     while (auto s = r.next()) {
       const transport::Address& a = s->address;
       bool wanted = o_.sources.empty() ||

@@ -119,6 +119,7 @@ struct Shipper::TargetState {
   std::mutex mu;  // guards wm, ok, error (metrics read them from another thread)
   ShipWatermark wm;
   uint64_t position = 0;  // the last sequence shipped in this process (starts at the watermark or --after)
+  bool unsynced = false;  // a watermark was renamed into place since the directory's last sync
   bool ok = true;
   Code last = Code::ok;
 };
@@ -154,6 +155,19 @@ void Shipper::wait_for(timeutil::Nanos d, uint64_t seen_generation) {
 }
 
 Code Shipper::ship_pending(TargetState& t) {
+  struct SyncAtEnd {  // however the pass ends, the renamed watermarks become durable
+    Shipper* s;
+    TargetState& t;
+    ~SyncAtEnd() {
+      if (!t.unsynced) return;
+      try {
+        sync_ship_watermarks(s->o_.state);
+        t.unsynced = false;
+      } catch (const Error& e) {
+        if (s->o_.error) s->o_.error(e.what());
+      }
+    }
+  } sync_at_end{this, t};
   try {
     uint64_t expect = t.position + 1;
     auto files = wal::list_segments(o_.wal);
@@ -289,7 +303,12 @@ void Shipper::ship_one(TargetState& t, const stdfs::path& file, uint64_t seq) {
     t.position = seq;
     snapshot = t.wm;
   }
-  if (!t.stream || o_.advance_stream) save_ship_watermark(o_.state, snapshot);
+  // One directory sync per pass, not per segment (ship_pending): until then a crash may
+  // bring back an earlier watermark, and a segment is shipped twice — a duplicate.
+  if (!t.stream || o_.advance_stream) {
+    save_ship_watermark(o_.state, snapshot, false);
+    t.unsynced = true;
+  }
   if (send != file) ::unlink(send.c_str());
 
   std::string line;

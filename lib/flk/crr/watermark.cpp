@@ -62,10 +62,14 @@ std::string ship_watermark_json(const ShipWatermark& w) {
   return out;
 }
 
-void save_ship_watermark(const stdfs::path& state, const ShipWatermark& w) {
+void save_ship_watermark(const stdfs::path& state, const ShipWatermark& w, bool sync_dir) {
   stdfs::path p = ship_watermark_path(state, w.target);
   fs::make_dirs(p.parent_path());
-  fs::write_file_atomic(p, ship_watermark_json(w) + "\n");
+  fs::AtomicFile f(p);
+  f.write(ship_watermark_json(w) + "\n");
+  f.commit(sync_dir);
 }
+
+void sync_ship_watermarks(const stdfs::path& state) { fs::sync_dir(state / "ship"); }
 
 }  // namespace flk::crr

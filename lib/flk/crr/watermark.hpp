@@ -36,7 +36,12 @@ std::filesystem::path ship_watermark_path(const std::filesystem::path& state, co
 // The target's watermark; a zero one (sequence 0) when the file does not exist.
 // Throws Error(data) naming the file when it is malformed.
 ShipWatermark load_ship_watermark(const std::filesystem::path& state, const std::string& target);
-void save_ship_watermark(const std::filesystem::path& state, const ShipWatermark& w);
+// Replaces the file atomically (its data fsynced before the rename). With sync_dir =
+// false the rename is not yet durable: a crash may bring back the previous watermark
+// (a segment shipped again, which the receiver answers "duplicate"), never a torn one;
+// the caller syncs the directory (sync_ship_watermarks) when it is done.
+void save_ship_watermark(const std::filesystem::path& state, const ShipWatermark& w, bool sync_dir = true);
+void sync_ship_watermarks(const std::filesystem::path& state);
 // The watermark as one JSON object (the file's content, also `flk-watermark show`).
 std::string ship_watermark_json(const ShipWatermark& w);
 
