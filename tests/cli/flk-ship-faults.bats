@@ -236,6 +236,65 @@ tls_config() {
   assert_equal "$(wm_seq $WEST)" "$(last_sealed)"
 }
 
+# make_client_cert CA NAME: a client certificate NAME.pem / NAME.key (CN=NAME) signed by CA.
+make_client_cert() {
+  local d=$BATS_TEST_TMPDIR
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout "$d/$2.key" -out "$d/$2.csr" \
+    -subj "/CN=$2" 2>/dev/null
+  printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n' >"$d/$2.ext"
+  openssl x509 -req -in "$d/$2.csr" -CA "$d/$1.pem" -CAkey "$d/$1.key" -CAcreateserial -days 2 \
+    -extfile "$d/$2.ext" -out "$d/$2.pem" 2>/dev/null
+  chmod 600 "$d/$2.key"
+}
+
+# tls_client_config SERVER CLIENT: https to SERVER (CA ca.pem), presenting CLIENT's certificate.
+tls_client_config() {
+  local d=$BATS_TEST_TMPDIR
+  write_config "targetRegions: [$WEST]" "endpoints:" \
+    "$(endpoint $WEST "https://127.0.0.1:$(server_port "$1")" \
+      "caFile: \"$d/ca.pem\", certFile: \"$d/$2.pem\", keyFile: \"$d/$2.key\"")"
+}
+
+@test "TLS client certificates: the region's own is accepted; another CA's, another region's or none is refused (77)" {
+  command -v openssl >/dev/null || skip "openssl is not installed"
+  make_ca ca
+  make_ca other
+  make_cert ca good "IP:127.0.0.1,DNS:localhost"
+  make_client_cert ca "$REGION"
+  make_client_cert other stranger
+  make_client_cert ca eu-west-1
+  make_wal 150
+  local d=$BATS_TEST_TMPDIR
+  start_server west --tls-cert "$d/good.pem" --tls-key "$d/good.key" --client-ca "$d/ca.pem"
+
+  # No certificate: the server requires one.
+  tls_config west ca
+  run --separate-stderr ship --deadline 60s
+  assert_status 77
+  assert_stderr_has "flk-ship: error: " "'$WEST'"
+  [[ -z $output && -z $(sealed_numbers "$(stream_of west $WEST)") ]]
+
+  # A certificate from a CA the server does not trust: the handshake fails.
+  tls_client_config west stranger
+  run --separate-stderr ship --deadline 60s
+  assert_status 77
+  assert_stderr_has "flk-ship: error: " "'$WEST'"
+  [[ -z $output && -z $(sealed_numbers "$(stream_of west $WEST)") ]]
+
+  # A good certificate of another region than the token's: refused.
+  tls_client_config west eu-west-1
+  run --separate-stderr ship --deadline 60s
+  assert_status 77
+  assert_stderr_has "403" "the certificate is 'eu-west-1'"
+  [[ -z $(sealed_numbers "$(stream_of west $WEST)") ]]
+
+  # The region's own certificate: everything ships.
+  tls_client_config west "$REGION"
+  run --separate-stderr ship
+  assert_status 0
+  assert_full_copy "$(stream_of west $WEST)"
+}
+
 # --- the local WAL damaged --------------------------------------------------------------
 
 @test "a sealed WAL segment damaged on disk: exit 65 naming it, the watermark stops before it" {
