@@ -13,7 +13,8 @@
 //   Put p = in.commit(declared_sha256);             // validate, fsync, store
 //
 // commit() reads the temp file back and checks that it is a whole sealed WAL segment of
-// that source and sequence whose SHA-256 is the declared one (else Error(data), nothing
+// that source and sequence (header, frame checksums, seal — not the records inside the
+// frames, which flk-read checks) whose SHA-256 is the declared one (else Error(data), nothing
 // stored); then, holding the stream's lock: when a segment is already stored at that
 // address it answers duplicate (same digest) or conflict (different: the first is kept);
 // otherwise fsync → sidecar (atomic) → rename into place → fsync the directory, and only

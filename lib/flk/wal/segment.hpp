@@ -109,6 +109,11 @@ class SegmentReader {
   enum class Status { record, seal, end, damage };
   Status next();
 
+  // Checks frames (their checksums, the seal and its counts) but not the records inside
+  // them: view() and record() stay empty. For a receiver that keeps a copy whose digest
+  // proves it is the sender's own bytes, and leaves the records to whoever applies them.
+  void set_frames_only(bool on) { frames_only_ = on; }
+
   const Header& header() const { return header_; }
   bool header_ok() const { return header_ok_; }
   const Record& record() const { return record_; }
@@ -134,6 +139,7 @@ class SegmentReader {
   std::string name_;
   hash::Sha256* hasher_;
   bool materialize_;
+  bool frames_only_ = false;
   Header header_;
   bool header_ok_ = false;
   bool started_ = false;
