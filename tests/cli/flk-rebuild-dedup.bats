@@ -541,26 +541,6 @@ same_as_sqlite() {
 # shellcheck disable=SC2031 # set by the test, read here: bats runs both in one subshell
 teardown() {
   # Best effort: drop what the PostgreSQL and Redis tests created.
-  local u base name
-  for u in "${PG_URLS[@]}"; do
-    command -v psql >/dev/null || break
-    base=${u%%\?*}
-    name=${u##*schema=}
-    psql -q "$base" -c "DROP SCHEMA IF EXISTS \"$name\" CASCADE; DROP SCHEMA IF EXISTS \"${name}_rebuild\" CASCADE" \
-      >/dev/null 2>&1 || true
-  done
-  for u in "${REDIS_URLS[@]}"; do
-    command -v redis-cli >/dev/null || break
-    name=${u##*prefix=}
-    rest=${u%%\?*}
-    rest=${rest#redis://}
-    local auth='' hostport db cli
-    if [[ $rest == *@* ]]; then auth=${rest%%@*} rest=${rest#*@}; fi
-    hostport=${rest%%/*}
-    db=0
-    [[ $rest == */* ]] && db=${rest#*/}
-    cli=(redis-cli --no-auth-warning -h "${hostport%:*}" -p "${hostport##*:}" -n "${db:-0}")
-    [[ -n $auth ]] && cli+=(-a "${auth#*:}")
-    "${cli[@]}" --scan --pattern "$name:*" 2>/dev/null | xargs -r "${cli[@]}" DEL >/dev/null 2>&1 || true
-  done
+  local u
+  for u in "${PG_URLS[@]}" "${REDIS_URLS[@]}"; do drop_store "$u"; done
 }

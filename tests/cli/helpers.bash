@@ -222,3 +222,30 @@ rebuild_setup() {
     return 1
   }
 }
+
+# drop_store URL: best effort, removes what a PostgreSQL (?schema=NAME) or Redis
+# (?prefix=NAME) store of a test left behind: the schema and its rebuild twin, the keys.
+drop_store() {
+  local u=$1 name rest auth='' hostport db cli
+  case $u in
+    postgres*)
+      command -v psql >/dev/null || return 0
+      name=${u##*schema=}
+      psql -q "${u%%\?*}" -c "DROP SCHEMA IF EXISTS \"$name\" CASCADE; DROP SCHEMA IF EXISTS \"${name}_rebuild\" CASCADE" \
+        >/dev/null 2>&1 || true
+      ;;
+    redis*)
+      command -v redis-cli >/dev/null || return 0
+      name=${u##*prefix=}
+      rest=${u%%\?*}
+      rest=${rest#redis://}
+      if [[ $rest == *@* ]]; then auth=${rest%%@*} rest=${rest#*@}; fi
+      hostport=${rest%%/*}
+      db=0
+      [[ $rest == */* ]] && db=${rest#*/}
+      cli=(redis-cli --no-auth-warning -h "${hostport%:*}" -p "${hostport##*:}" -n "${db:-0}")
+      [[ -n $auth ]] && cli+=(-a "${auth#*:}")
+      "${cli[@]}" --scan --pattern "$name:*" 2>/dev/null | xargs -r "${cli[@]}" DEL >/dev/null 2>&1 || true
+      ;;
+  esac
+}

@@ -219,30 +219,7 @@ backend_url() {
 
 # Best effort: drops the schemas and keys the test's backend stores made.
 drop_backend_stores() {
-  local u name rest
+  local u
   [[ -f $BATS_TEST_TMPDIR/backend-urls ]] || return 0
-  while read -r u; do
-    case $u in
-      postgres*)
-        command -v psql >/dev/null || continue
-        name=${u##*schema=}
-        psql -q "${u%%\?*}" -c "DROP SCHEMA IF EXISTS \"$name\" CASCADE; DROP SCHEMA IF EXISTS \"${name}_rebuild\" CASCADE" \
-          >/dev/null 2>&1 || true
-        ;;
-      redis*)
-        command -v redis-cli >/dev/null || continue
-        name=${u##*prefix=}
-        rest=${u%%\?*}
-        rest=${rest#redis://}
-        local auth='' hostport db cli
-        if [[ $rest == *@* ]]; then auth=${rest%%@*} rest=${rest#*@}; fi
-        hostport=${rest%%/*}
-        db=0
-        [[ $rest == */* ]] && db=${rest#*/}
-        cli=(redis-cli --no-auth-warning -h "${hostport%:*}" -p "${hostport##*:}" -n "${db:-0}")
-        [[ -n $auth ]] && cli+=(-a "${auth#*:}")
-        "${cli[@]}" --scan --pattern "$name:*" 2>/dev/null | xargs -r "${cli[@]}" DEL >/dev/null 2>&1 || true
-        ;;
-    esac
-  done <"$BATS_TEST_TMPDIR/backend-urls"
+  while read -r u; do drop_store "$u"; done <"$BATS_TEST_TMPDIR/backend-urls"
 }

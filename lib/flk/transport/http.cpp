@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <functional>
 #include <mutex>
 
 #include <curl/curl.h>
@@ -86,67 +87,37 @@ class HttpTransport final : public Transport {
 
   std::vector<Entry> list(std::string_view source, std::string_view target, uint64_t after) override {
     std::vector<Entry> out;
-    Request rq;
-    prepare(rq, fmt::format("{}{}/segments/{}/{}?after={}", base_, kApiPrefix, source, target, after));
-    long status = perform(rq, "GET");
-    if (status != 200) refused(rq, "GET", status);
-    std::string_view body = rq.body;
-    while (!body.empty()) {
-      size_t nl = body.find('\n');
-      std::string_view line = body.substr(0, nl);
-      body = nl == std::string_view::npos ? std::string_view{} : body.substr(nl + 1);
-      if (line.empty()) continue;
-      auto j = parse_json(rq, line);
-      Entry e;
-      try {
-        e.sequence = j.at("sequence").get<uint64_t>();
-        e.bytes = j.at("bytes").get<uint64_t>();
-        if (!hash::from_hex(j.at("sha256").get<std::string>(), e.sha256)) throw std::invalid_argument("sha256");
-      } catch (const std::exception&) {
-        bad_reply(rq, "listing line without sequence, bytes and sha256");
-      }
-      out.push_back(e);
-    }
+    get_json_lines(fmt::format("{}{}/segments/{}/{}?after={}", base_, kApiPrefix, source, target, after),
+                   "listing line without sequence, bytes and sha256", [&](const nlohmann::json& j) {
+                     Entry e;
+                     e.sequence = j.at("sequence").get<uint64_t>();
+                     e.bytes = j.at("bytes").get<uint64_t>();
+                     if (!hash::from_hex(j.at("sha256").get<std::string>(), e.sha256)) throw std::invalid_argument("sha256");
+                     out.push_back(e);
+                   });
     return out;
   }
 
   Head head(std::string_view source, std::string_view target) override {
-    Request rq;
-    prepare(rq, fmt::format("{}{}/head/{}/{}", base_, kApiPrefix, source, target));
-    long status = perform(rq, "GET");
-    if (status != 200) refused(rq, "GET", status);
-    auto j = parse_json(rq, rq.body);
     Head h;
-    try {
-      h.sequence = j.at("sequence").get<uint64_t>();
-      h.last_ts = j.value("last_ts_ns", int64_t{0});
-      if (h.sequence && !hash::from_hex(j.at("sha256").get<std::string>(), h.sha256))
-        throw std::invalid_argument("sha256");
-    } catch (const std::exception&) {
-      bad_reply(rq, "head without sequence and sha256");
-    }
+    int lines = 0;
+    get_json_lines(fmt::format("{}{}/head/{}/{}", base_, kApiPrefix, source, target), "head without sequence and sha256",
+                   [&](const nlohmann::json& j) {
+                     if (lines++) throw std::invalid_argument("more than one head");
+                     h.sequence = j.at("sequence").get<uint64_t>();
+                     h.last_ts = j.value("last_ts_ns", int64_t{0});
+                     if (h.sequence && !hash::from_hex(j.at("sha256").get<std::string>(), h.sha256))
+                       throw std::invalid_argument("sha256");
+                   });
     return h;
   }
 
   std::vector<std::pair<std::string, std::string>> streams() override {
-    Request rq;
-    prepare(rq, fmt::format("{}{}/streams", base_, kApiPrefix));
-    long status = perform(rq, "GET");
-    if (status != 200) refused(rq, "GET", status);
     std::vector<std::pair<std::string, std::string>> out;
-    std::string_view body = rq.body;
-    while (!body.empty()) {
-      size_t nl = body.find('\n');
-      std::string_view line = body.substr(0, nl);
-      body = nl == std::string_view::npos ? std::string_view{} : body.substr(nl + 1);
-      if (line.empty()) continue;
-      auto j = parse_json(rq, line);
-      try {
-        out.emplace_back(j.at("source").get<std::string>(), j.at("target").get<std::string>());
-      } catch (const std::exception&) {
-        bad_reply(rq, "stream line without source and target");
-      }
-    }
+    get_json_lines(fmt::format("{}{}/streams", base_, kApiPrefix), "stream line without source and target",
+                   [&](const nlohmann::json& j) {
+                     out.emplace_back(j.at("source").get<std::string>(), j.at("target").get<std::string>());
+                   });
     std::sort(out.begin(), out.end());
     return out;
   }
@@ -282,6 +253,28 @@ class HttpTransport final : public Transport {
       return nlohmann::json::parse(text);
     } catch (const std::exception& e) {
       bad_reply(rq, e.what());
+    }
+  }
+
+  // GETs url and calls fn with each JSON line of its 200 reply; a line that is not JSON,
+  // or that fn cannot use (it throws), is a protocol error saying `what`.
+  void get_json_lines(std::string url, std::string_view what, const std::function<void(const nlohmann::json&)>& fn) {
+    Request rq;
+    prepare(rq, std::move(url));
+    long status = perform(rq, "GET");
+    if (status != 200) refused(rq, "GET", status);
+    std::string_view body = rq.body;
+    while (!body.empty()) {
+      size_t nl = body.find('\n');
+      std::string_view line = body.substr(0, nl);
+      body = nl == std::string_view::npos ? std::string_view{} : body.substr(nl + 1);
+      if (line.empty()) continue;
+      auto j = parse_json(rq, line);
+      try {
+        fn(j);
+      } catch (const std::exception&) {
+        bad_reply(rq, what);
+      }
     }
   }
 
