@@ -23,6 +23,8 @@ namespace stdfs = std::filesystem;
 using timeutil::kSecond;
 
 namespace {
+// How often a pass saves its target's watermark while it ships.
+constexpr timeutil::Nanos kSaveInterval = kSecond / 4;
 // Jittered waits are never round: shown to the millisecond.
 timeutil::Nanos ms_rounded(timeutil::Nanos d) { return d / 1'000'000 * 1'000'000; }
 }  // namespace
@@ -119,7 +121,9 @@ struct Shipper::TargetState {
   std::mutex mu;  // guards wm, ok, error (metrics read them from another thread)
   ShipWatermark wm;
   uint64_t position = 0;  // the last sequence shipped in this process (starts at the watermark or --after)
-  bool unsynced = false;  // a watermark was renamed into place since the directory's last sync
+  bool unsaved = false;   // wm is ahead of the file (acknowledged since the last save)
+  bool unsynced = false;  // the file was renamed into place since the directory's last sync
+  int64_t saved_at = 0;   // monotonic time of the last save
   bool ok = true;
   Code last = Code::ok;
 };
@@ -141,6 +145,22 @@ Shipper::Shipper(ShipOptions o) : o_(std::move(o)) {
 
 Shipper::~Shipper() = default;
 
+void Shipper::save_watermark(TargetState& t, bool durable) {
+  ShipWatermark snapshot;
+  {
+    std::lock_guard lk(t.mu);
+    if (!t.unsaved && !durable) return;
+    if (!t.unsaved && !t.unsynced) return;
+    snapshot = t.wm;
+  }
+  if (t.stream && !o_.advance_stream) return;
+  save_ship_watermark(o_.state, snapshot, durable);
+  std::lock_guard lk(t.mu);
+  t.unsaved = false;
+  t.unsynced = !durable;
+  t.saved_at = timeutil::monotonic_now();
+}
+
 void Shipper::stop() {
   stop_ = true;
   for (auto& t : targets_) t->tr->interrupt();
@@ -155,19 +175,17 @@ void Shipper::wait_for(timeutil::Nanos d, uint64_t seen_generation) {
 }
 
 Code Shipper::ship_pending(TargetState& t) {
-  struct SyncAtEnd {  // however the pass ends, the renamed watermarks become durable
+  struct SaveAtEnd {  // however the pass ends, what was acknowledged is saved, durably
     Shipper* s;
     TargetState& t;
-    ~SyncAtEnd() {
-      if (!t.unsynced) return;
+    ~SaveAtEnd() {
       try {
-        sync_ship_watermarks(s->o_.state);
-        t.unsynced = false;
+        s->save_watermark(t, true);
       } catch (const Error& e) {
         if (s->o_.error) s->o_.error(e.what());
       }
     }
-  } sync_at_end{this, t};
+  } save_at_end{this, t};
   try {
     uint64_t expect = t.position + 1;
     auto files = wal::list_segments(o_.wal);
@@ -192,18 +210,10 @@ Code Shipper::ship_pending(TargetState& t) {
     t.last = Code::ok;
     return Code::ok;
   } catch (const Error& e) {
-    std::unique_lock lk(t.mu);
+    std::lock_guard lk(t.mu);
     t.ok = false;
     t.last = e.code();
-    ShipWatermark snapshot = t.wm;
-    lk.unlock();
-    if (!t.stream && snapshot.failures_total) {  // keep the failure count across runs (metrics)
-      try {
-        save_ship_watermark(o_.state, snapshot);
-      } catch (const Error&) {
-      }
-    }
-    lk.lock();
+    if (t.wm.failures_total) t.unsaved = true;  // keep the failure count across runs (metrics); SaveAtEnd writes it
     if (!stop_ && o_.error) o_.error(fmt::format("target '{}': {}", t.target.region, e.what()));
     return stop_ ? Code::temp_fail : e.code();
   }
@@ -289,7 +299,6 @@ void Shipper::ship_one(TargetState& t, const stdfs::path& file, uint64_t seq) {
     }
   }
 
-  ShipWatermark snapshot;
   {
     std::lock_guard lk(t.mu);
     t.wm.sequence = seq;
@@ -301,13 +310,16 @@ void Shipper::ship_one(TargetState& t, const stdfs::path& file, uint64_t seq) {
     ++t.wm.segments_total;
     t.wm.bytes_total += bytes;
     t.position = seq;
-    snapshot = t.wm;
   }
-  // One directory sync per pass, not per segment (ship_pending): until then a crash may
-  // bring back an earlier watermark, and a segment is shipped twice — a duplicate.
+  // Saved at most every kSaveInterval during a pass and durably at its end (SaveAtEnd):
+  // a crash in between brings back an earlier watermark, and the segments after it are
+  // shipped again — duplicates, which the target answers 200 — never a later one.
   if (!t.stream || o_.advance_stream) {
-    save_ship_watermark(o_.state, snapshot, false);
-    t.unsynced = true;
+    {
+      std::lock_guard lk(t.mu);
+      t.unsaved = true;
+    }
+    if (timeutil::monotonic_now() - t.saved_at >= kSaveInterval) save_watermark(t, false);
   }
   if (send != file) ::unlink(send.c_str());
 

@@ -98,6 +98,8 @@ class Shipper {
   struct TargetState;
   Code ship_pending(TargetState& t);
   void ship_one(TargetState& t, const std::filesystem::path& file, uint64_t seq);
+  // Writes t's watermark file if it is behind; durable: also syncs the directory.
+  void save_watermark(TargetState& t, bool durable);
   void wait_for(timeutil::Nanos d, uint64_t seen_generation = UINT64_MAX);
   void write_metrics(bool force);
 
