@@ -131,13 +131,18 @@ Put Incoming::commit(const hash::Digest& declared) {
     hash::Digest stored = have ? *have : wal::file_digest(final_path);
     return stored == got ? Put::duplicate : Put::conflict;
   }
-  // The sidecar first, then the segment, and one directory sync for both renames (three
-  // syncs a segment: its data, the sidecar's, the directory). Readers compute the
-  // digest of a segment whose sidecar a crash lost, so their order is not load-bearing.
+  // The sidecar first, then the segment, and one directory sync for both renames: two
+  // syncs a segment (its data, the directory). The sidecar's own bytes are not synced —
+  // it caches a digest anyone can recompute, and every reader of a mailbox does when a
+  // power failure left it empty or missing; the segment's bytes and both names are
+  // durable before the acknowledgement.
   {
-    fs::AtomicFile side(wal::digest_sidecar_path(final_path));
-    side.write(wal::digest_sidecar_line(got, final_path.filename().string()));
-    side.commit(false);
+    stdfs::path side = wal::digest_sidecar_path(final_path);
+    std::string tmp = side.string() + ".tmp";  // one writer: we hold the stream's lock
+    fs::Fd f = fs::Fd::open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    f.write_all(wal::digest_sidecar_line(got, final_path.filename().string()));
+    f.close();
+    if (::rename(tmp.c_str(), side.c_str()) != 0) throw sys_error("cannot rename into", side.string(), errno);
   }
   if (::rename(temp_.c_str(), final_path.c_str()) != 0) throw sys_error("cannot rename into", final_path.string(), errno);
   done_ = true;

@@ -17,8 +17,10 @@
 // frames, which flk-read checks) whose SHA-256 is the declared one (else Error(data), nothing
 // stored); then, holding the stream's lock: when a segment is already stored at that
 // address it answers duplicate (same digest) or conflict (different: the first is kept);
-// otherwise fsync → sidecar (atomic) → rename into place → fsync the directory, and only
-// then answers stored. A visible N.wal always has its sidecar beside it.
+// otherwise fdatasync → sidecar renamed into place → segment renamed into place → one
+// fsync of the directory, and only then answers stored. The sidecar's bytes are not
+// synced (a digest anyone can recompute): after a power failure a reader may find it
+// empty or missing and computes the digest instead.
 #pragma once
 
 #include <cstdint>

@@ -287,10 +287,11 @@ struct Server::Impl {
     if (a.sequence == 0) return reply_error(res, 400, "bad_address", "invalid sequence number");
     if (!may(*who, {a.source, a.target})) return reply_error(res, 403, "forbidden", "not a stream of this peer");
     stdfs::path p = segment_path(o.mailbox, a);
-    auto d = wal::read_digest_sidecar(p);
     std::error_code ec;
     uint64_t size = stdfs::file_size(p, ec);
-    if (ec || !d) return reply_error(res, 404, "not_found", fmt::format("no segment {}", to_string(a)));
+    if (ec) return reply_error(res, 404, "not_found", fmt::format("no segment {}", to_string(a)));
+    auto d = wal::read_digest_sidecar(p);
+    if (!d) d = wal::file_digest(p);  // a sidecar lost to a power failure is recomputed
     auto fd = std::make_shared<fs::Fd>(fs::Fd::open(p.string(), O_RDONLY));
     res.set_header(std::string(kDigestHeader), hash::to_hex(*d));
     res.set_content_provider(size, "application/octet-stream",
