@@ -715,7 +715,10 @@ keep_alive_pair() {
     --limit-rate 250k -o "$BATS_TEST_TMPDIR/up.body" -w '%{http_code}' \
     "$BASE/v1/segments/$EAST/$WEST/1" >"$BATS_TEST_TMPDIR/up.code" 2>"$BATS_TEST_TMPDIR/up.err" 3>&- &
   pid=$!
-  wait_for_file "$MB/.incoming/*" 50000
+  # The body is being received (flk-serve gathers it in 1 MiB writes, so the temp file
+  # stays empty for a while: its existence is the sign), half a second into it.
+  wait_for_file "$MB/.incoming/*" 0
+  sleep 0.5
   kill -TERM "$SERVE_PID"
   sleep 0.2
   # Still uploading; the server has not exited.
@@ -741,7 +744,8 @@ keep_alive_pair() {
     --limit-rate 250k -o /dev/null -w '%{http_code}' \
     "$BASE/v1/segments/$EAST/$WEST/1" >"$BATS_TEST_TMPDIR/up.code" 2>/dev/null 3>&- &
   pid=$!
-  wait_for_file "$MB/.incoming/*" 50000
+  wait_for_file "$MB/.incoming/*" 0 # receiving (gathered in 1 MiB writes: the file may be empty)
+  sleep 0.5
   stop_serve KILL
   assert_equal "$SERVE_RC" 137 "exit status of the killed server"
   wait "$pid" || true

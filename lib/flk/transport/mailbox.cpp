@@ -61,11 +61,22 @@ Incoming::~Incoming() {
 }
 
 void Incoming::write(std::string_view data) {
-  fd_.write_all(data);
+  // Bodies arrive in small pieces (cpp-httplib reads 4 KiB at a time): gathered into
+  // writes of up to kWriteBuffer bytes rather than one write(2) per piece.
+  if (pending_.size() + data.size() > kWriteBuffer) flush();
+  if (data.size() >= kWriteBuffer) fd_.write_all(data);
+  else pending_.append(data);
   size_ += data.size();
 }
 
+void Incoming::flush() {
+  if (pending_.empty()) return;
+  fd_.write_all(pending_);
+  pending_.clear();
+}
+
 void Incoming::copy_from(const stdfs::path& file) {
+  flush();
   fs::Fd in = fs::Fd::open(file.string(), O_RDONLY);
   for (;;) {
     ssize_t n = ::copy_file_range(in.get(), nullptr, fd_.get(), nullptr, 1u << 30, 0);
@@ -80,6 +91,7 @@ void Incoming::copy_from(const stdfs::path& file) {
 }
 
 Put Incoming::commit(const hash::Digest& declared) {
+  flush();
   const std::string name = "segment " + to_string(addr_);
   // Read back what was received: a whole sealed segment of this source and sequence.
   hash::Sha256 sha;

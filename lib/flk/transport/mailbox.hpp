@@ -100,7 +100,11 @@ class Incoming {
   std::filesystem::path mailbox_;
   Address addr_;
   std::filesystem::path dir_, temp_;
+  void flush();
+  static constexpr size_t kWriteBuffer = 1u << 20;
+
   fs::Fd fd_;
+  std::string pending_;  // received, not yet written
   uint64_t size_ = 0;
   bool done_ = false;
   wal::Header header_;
