@@ -24,6 +24,15 @@ start_follow() {
   READ_PID=$!
 }
 
+# stop_follow: SIGTERM to the reader, which must exit 0.
+stop_follow() {
+  kill -TERM "$READ_PID"
+  local rc=0
+  wait "$READ_PID" || rc=$?
+  READ_PID=
+  assert_equal "$rc" 0 "exit status after SIGTERM"
+}
+
 # wait_applied N SECONDS: until the reader printed a line for sequence N; fails after SECONDS.
 wait_applied() {
   local i
@@ -48,11 +57,7 @@ wait_applied() {
     echo "segment $n applied after $took ms"
     ((took < 1500))
   done
-  kill -TERM "$READ_PID"
-  local rc=0
-  wait "$READ_PID" || rc=$?
-  READ_PID=
-  assert_equal "$rc" 0 "exit status after SIGTERM"
+  stop_follow
   assert_equal "$(jq -r .sequence "$BATS_TEST_TMPDIR/out" | tr '\n' ' ')" "1 2 3 "
   assert_store_equals $WEST "$STORE" "$MB" "$BATS_TEST_TMPDIR/no-wal"
 }
@@ -72,10 +77,6 @@ wait_applied() {
   mv "$BATS_TEST_TMPDIR/held.wal.sha256" "$held.sha256"
   mv "$BATS_TEST_TMPDIR/held.wal" "$held"
   wait_applied 3 5
-  kill -TERM "$READ_PID"
-  local rc=0
-  wait "$READ_PID" || rc=$?
-  READ_PID=
-  assert_equal "$rc" 0 "exit status after SIGTERM"
+  stop_follow
   assert_equal "$(jq -r .sequence "$BATS_TEST_TMPDIR/out" | tr '\n' ' ')" "1 2 3 "
 }

@@ -27,6 +27,18 @@ teardown() {
   read_teardown
 }
 
+# mailbox_of RECORDS DIR: a mailbox DIR for us-west-2 holding the JSON Lines RECORDS,
+# each region's own in a WAL of its own (DIR-REGION), shipped as flk-ship would.
+mailbox_of() {
+  local r
+  for r in $EAST $EU; do
+    jq -c --arg r "$r" 'select(.region == $r)' "$1" |
+      flk-wal append --wal-dir "$2-$r" --region "$r" --segment-bytes 4096 >/dev/null
+    mkdir -p "$2/$r/$WEST"
+    cp "$2-$r"/*.wal "$2-$r"/*.wal.sha256 "$2/$r/$WEST/"
+  done
+}
+
 # --- the happy path ------------------------------------------------------------------------
 
 @test "file://: every segment applied in order, one JSON line each; a re-run applies nothing; later segments only" {
@@ -444,29 +456,19 @@ conflict_records() {
 
   # The winners, computed here by (ts, region) — not by the rebuild — form a mailbox
   # whose rebuild the store equals.
-  local x=$BATS_TEST_TMPDIR/winners r
+  local x=$BATS_TEST_TMPDIR/winners
   jq -s -c 'group_by(.pcs_id) | map(min_by([.ts, .region])) | .[]' \
     "$BATS_TEST_TMPDIR/east.jsonl" "$BATS_TEST_TMPDIR/eu.jsonl" >"$x.jsonl"
   assert_equal "$(jq -r .region "$x.jsonl" | sort | uniq -c | awk '{print $1, $2}')" "55 eu-west-1
 35 us-east-1" "winners by region"
-  for r in $EAST $EU; do
-    jq -c --arg r $r 'select(.region == $r)' "$x.jsonl" |
-      flk-wal append --wal-dir "$x-$r" --region $r --segment-bytes 4096 >/dev/null
-    mkdir -p "$x/$r/$WEST"
-    cp "$x-$r"/*.wal "$x-$r"/*.wal.sha256 "$x/$r/$WEST/"
-  done
+  mailbox_of "$x.jsonl" "$x"
   assert_store_equals $WEST "$STORE" "$x"
   assert_equal "$DIGEST" "$digest" "digest of the winners alone"
   # And a mailbox with the losers' side as winners is not what the store holds.
   rm -rf "$x" "$x-$EAST" "$x-$EU"
   jq -s -c 'group_by(.pcs_id) | map(max_by([.ts, .region])) | .[]' \
     "$BATS_TEST_TMPDIR/east.jsonl" "$BATS_TEST_TMPDIR/eu.jsonl" >"$x.jsonl"
-  for r in $EAST $EU; do
-    jq -c --arg r $r 'select(.region == $r)' "$x.jsonl" |
-      flk-wal append --wal-dir "$x-$r" --region $r --segment-bytes 4096 >/dev/null
-    mkdir -p "$x/$r/$WEST"
-    cp "$x-$r"/*.wal "$x-$r"/*.wal.sha256 "$x/$r/$WEST/"
-  done
+  mailbox_of "$x.jsonl" "$x"
   assert_store_differs $WEST "$STORE" "$x"
   assert_equal "$(jq -s 'map(select(.kind == "different")) | length' <<<"$VERIFY_OUT")" 90 "pcs_ids with another winner"
 }

@@ -186,27 +186,36 @@ struct Server::Impl {
   // body of a declared length within the limit is read and dropped; any other (too
   // large, chunked) ends the connection instead.
   void drop_body(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
-    uint64_t len = 0;
-    bool known = false;
-    if (req.has_header("Content-Length")) {
-      std::string v = req.get_header_value("Content-Length");
-      auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), len);
-      known = ec == std::errc() && p == v.data() + v.size();
-    }
-    if (known && len <= o.max_body && !req.has_header("Transfer-Encoding"))
+    auto len = content_length(req);
+    if (len && *len <= o.max_body && !req.has_header("Transfer-Encoding"))
       reader([](const char*, size_t) { return true; });
     else
       res.set_header("Connection", "close");
   }
 
+  // The declared Content-Length, when there is a valid one.
+  static std::optional<uint64_t> content_length(const httplib::Request& req) {
+    if (!req.has_header("Content-Length")) return std::nullopt;
+    std::string v = req.get_header_value("Content-Length");
+    uint64_t len = 0;
+    auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), len);
+    if (ec != std::errc() || p != v.data() + v.size()) return std::nullopt;
+    return len;
+  }
+
+  struct Admitted {
+    Address address;
+    hash::Digest declared;
+  };
+
   void post_segment(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
-    std::optional<Address> a = admit_post(req, res);
+    std::optional<Admitted> a = admit_post(req, res);
     if (!a) return drop_body(req, res, reader);
-    receive(*a, req, res, reader);
+    receive(a->address, a->declared, res, reader);
   }
 
   // Checks a POST before its body is read; answers the refusal itself.
-  std::optional<Address> admit_post(const httplib::Request& req, httplib::Response& res) {
+  std::optional<Admitted> admit_post(const httplib::Request& req, httplib::Response& res) {
     auto who = authenticate(req, res);
     if (!who) return std::nullopt;
     Address a = address(req);
@@ -218,21 +227,14 @@ struct Server::Impl {
     if (!hash::from_hex(req.get_header_value(std::string(kDigestHeader)), declared))
       return reply_error(res, 400, "bad_digest", fmt::format("missing or malformed {} header", kDigestHeader)),
              std::nullopt;
-    if (req.has_header("Content-Length")) {
-      uint64_t len = 0;
-      std::string v = req.get_header_value("Content-Length");
-      std::from_chars(v.data(), v.data() + v.size(), len);
-      if (len > o.max_body)
-        return reply_error(res, 413, "too_large", fmt::format("{} bytes exceed the limit of {}", len, o.max_body)),
-               std::nullopt;
-    }
-    return a;
+    if (auto len = content_length(req); len && *len > o.max_body)
+      return reply_error(res, 413, "too_large", fmt::format("{} bytes exceed the limit of {}", *len, o.max_body)),
+             std::nullopt;
+    return Admitted{std::move(a), declared};
   }
 
-  void receive(const Address& a, const httplib::Request& req, httplib::Response& res,
+  void receive(const Address& a, const hash::Digest& declared, httplib::Response& res,
                const httplib::ContentReader& reader) {
-    hash::Digest declared;
-    hash::from_hex(req.get_header_value(std::string(kDigestHeader)), declared);
     try {
       Incoming in(o.mailbox, a);
       bool too_large = false;
