@@ -72,7 +72,7 @@ void Reader::apply_segment(const transport::Address& a, const stdfs::path& file,
   j.str("source", a.source).unum("sequence", a.sequence).unum("records", records.size());
   j.unum("applied", st.inserted + st.replaced).unum("duplicates", st.duplicates).unum("later", st.later);
   j.unum("conflicts", st.conflicts).str("sha256", hash::to_hex(got));
-  j.num("ms", (timeutil::monotonic_now() - started) / 1'000'000);
+  j.num("ms", (timeutil::monotonic_now() - started) / 1'000'000).str("time", timeutil::format_rfc3339(timeutil::now()));
   j.close();
   o_.emit(line);
 }
