@@ -13,7 +13,8 @@ int main(int argc, char** argv) {
   flk::cli::Tool tool("flk-read", "flk-read: verify and replay what peers shipped into the local dedup store");
   CLI::App& app = tool.app();
   std::vector<std::string> sources;
-  std::string from, store_url, region, state_dir, token_file, ca_file, interval = "500ms", timeout = "30s";
+  std::string from, store_url, region, state_dir, token_file, ca_file, metrics_file, interval = "500ms",
+      timeout = "30s";
   bool once = false, follow = false;
   app.add_option("--source", sources, "replay this source region only (repeatable; default: every source that shipped here)")
       ->type_name("REGION")
@@ -31,10 +32,15 @@ int main(int argc, char** argv) {
   app.add_option("--interval", interval, "with --follow: how often to look for new segments (default 500ms)")
       ->type_name("DURATION")
       ->check(flk::cli::duration_validator());
-  app.add_option("--state-dir", state_dir, "where fetched segments wait to be verified (default: paths.state)")
+  app.add_option("--state-dir", state_dir,
+                 "where fetched segments wait to be verified, and the locks and counters (default: paths.state)")
       ->type_name("DIR");
   app.add_option("--token-file", token_file, "present the bearer token in FILE (http/https)")->type_name("FILE");
   app.add_option("--ca-file", ca_file, "verify an HTTPS peer with these CA certificates")->type_name("FILE");
+  app.add_option("--metrics-file", metrics_file,
+                 "write the flk_crr_read_* metrics to FILE (atomically) after each pass, for node_exporter's textfile "
+                 "collector")
+      ->type_name("FILE");
   app.add_option("--timeout", timeout, "a transfer that moves no byte this long fails (default 30s)")
       ->type_name("DURATION")
       ->check(flk::cli::duration_validator());
@@ -49,6 +55,7 @@ int main(int argc, char** argv) {
     if (follow && o.from == "-") flk::fail(flk::Code::usage, "--follow cannot read a stream (--from -)");
     o.store_url = store_url.empty() ? cfg.dedup.url : store_url;
     o.scratch = std::filesystem::path(state_dir.empty() ? cfg.paths.state : state_dir) / "read";
+    if (!metrics_file.empty()) o.metrics_file = metrics_file;
     if (!token_file.empty()) o.transport.token = flk::transport::read_token_file(token_file);
     o.transport.ca_file = ca_file;
     o.transport.stall_timeout = flk::timeutil::parse_duration(timeout);

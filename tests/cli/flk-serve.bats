@@ -837,3 +837,44 @@ keep_alive_pair() {
   if ((winner)); then assert_stored "$EAST" "$WEST" 1 "$(seg east 1)"; else assert_stored "$EAST" "$WEST" 1 "$(seg alt 1)"; fi
   assert_tree "$S1" "$S1.sha256"
 }
+
+@test "PUT /v1/applied: only the stream's target reports; the head carries the report; bad bodies are 400/411/413" {
+  start_tokens
+  post "$(seg east 1)" "$EAST/$WEST/1"
+  assert_code 201
+  local report='{"sequence":1,"sha256":"'$(sha "$(seg east 1)")'","time":"2026-11-26T09:00:00.5Z"}'
+  # The source, a third region and no token may not report what the target applied.
+  as "$EAST"
+  req PUT "/v1/applied/$EAST/$WEST" -H 'Content-Type: application/json' --data-binary "$report"
+  assert_error 403 forbidden
+  as "$EU"
+  req PUT "/v1/applied/$EAST/$WEST" -H 'Content-Type: application/json' --data-binary "$report"
+  assert_error 403 forbidden
+  as none
+  req PUT "/v1/applied/$EAST/$WEST" --data-binary "$report"
+  assert_code 401
+  [[ ! -e $MB/$EAST/$WEST/applied.json ]]
+
+  as "$WEST"
+  req PUT "/v1/applied/$EAST/$WEST" -H 'Content-Type: application/json' --data-binary "$report"
+  assert_code 204
+  assert_equal "$(jq -c . "$MB/$EAST/$WEST/applied.json")" "$(jq -c . <<<"$report")" "the report on disk"
+  # Both parties see it in the head.
+  for r in "$WEST" "$EAST"; do
+    as "$r"
+    get "/v1/head/$EAST/$WEST"
+    assert_code 200
+    assert_equal "$(jq -c '[.sequence, .applied.sequence, .applied.time]' <<<"$BODY")" '[1,1,"2026-11-26T09:00:00.5Z"]' "head seen by $r"
+  done
+
+  as "$WEST"
+  req PUT "/v1/applied/$EAST/$WEST" --data-binary '{"sequence":"x"}'
+  assert_error 400 bad_request
+  req PUT "/v1/applied/$EAST/$WEST" --data-binary "$(head -c 5000 /dev/zero | tr '\0' ' ')"
+  assert_error 413 too_large
+  req PUT "/v1/applied/$EAST/$WEST" -H 'Transfer-Encoding: chunked' --data-binary "$report"
+  assert_error 411 length_required
+  # The report on disk is still the good one; the server still serves.
+  assert_equal "$(jq -r .sequence "$MB/$EAST/$WEST/applied.json")" 1 "report after bad ones"
+  assert_healthy
+}

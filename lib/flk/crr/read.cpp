@@ -9,6 +9,9 @@
 
 #include <fmt/format.h>
 
+#include <nlohmann/json.hpp>
+
+#include "flk/metrics/metrics.hpp"
 #include "flk/transport/stream.hpp"
 #include "flk/util/fs.hpp"
 #include "flk/util/json.hpp"
@@ -32,12 +35,12 @@ void Reader::stop() {
   if (tr_) tr_->interrupt();
 }
 
-void Reader::apply_segment(const transport::Address& a, const stdfs::path& file, const hash::Digest& declared,
+bool Reader::apply_segment(const transport::Address& a, const stdfs::path& file, const hash::Digest& declared,
                            int64_t started) {
   const std::string what = fmt::format("source '{}' segment {}", a.source, a.sequence);
   std::optional<store::Watermark> wm = store_->watermark(a.source);
   uint64_t have = wm ? wm->sequence : 0;
-  if (a.sequence <= have) return;  // applied before (a re-delivery): nothing to do
+  if (a.sequence <= have) return false;  // applied before (a re-delivery): nothing to do
   if (a.sequence != have + 1)
     fail(Code::data, "source '{}': segment {} is missing (gap): replayed up to {}, the next one here is {}", a.source,
          have + 1, have, a.sequence);
@@ -65,8 +68,15 @@ void Reader::apply_segment(const transport::Address& a, const stdfs::path& file,
 
   store::Watermark next{a.source, a.sequence, wal::chain_digest(h, got), timeutil::now()};
   store::ApplyStats st = store_->apply(records, &next);
+  SourceStats& ss = stats(a.source);
+  ++ss.segments;
+  ss.applied += st.inserted + st.replaced;
+  ss.duplicates += st.duplicates;
+  ss.later += st.later;
+  ss.conflicts += st.conflicts;
+  ss.dirty = true;
 
-  if (!o_.emit) return;
+  if (!o_.emit) return true;
   std::string line;
   json::Object j(line);
   j.str("source", a.source).unum("sequence", a.sequence).unum("records", records.size());
@@ -75,20 +85,27 @@ void Reader::apply_segment(const transport::Address& a, const stdfs::path& file,
   j.num("ms", (timeutil::monotonic_now() - started) / 1'000'000).str("time", timeutil::format_rfc3339(timeutil::now()));
   j.close();
   o_.emit(line);
+  return true;
 }
 
 Code Reader::read_source(const std::string& source) {
+  SourceStats& ss = stats(source);
+  Code code = Code::ok;
   try {
+    fs::make_dirs(o_.scratch);
+    fs::FileLock lock(o_.scratch / (source + ".lock"), false);  // one reader per source
     std::optional<store::Watermark> wm = store_->watermark(source);
-    for (const transport::Entry& e : tr_->list(source, o_.region, wm ? wm->sequence : 0)) {
+    std::vector<transport::Entry> entries = tr_->list(source, o_.region, wm ? wm->sequence : 0);
+    ss.pending = entries.size();
+    for (const transport::Entry& e : entries) {
       if (stop_) fail(Code::temp_fail, "interrupted");
       int64_t started = timeutil::monotonic_now();
       transport::Address a{source, o_.region, e.sequence};
       if (auto local = tr_->local_path(a)) {
         apply_segment(a, *local, e.sha256, started);
+        --ss.pending;
         continue;
       }
-      fs::make_dirs(o_.scratch);  // only a transport that copies needs it
       stdfs::path tmp = o_.scratch / fmt::format("{}-{}.wal", source, e.sequence);
       struct Remove {
         stdfs::path p;
@@ -99,9 +116,10 @@ Code Reader::read_source(const std::string& source) {
         fail(Code::protocol, "{}: source '{}' segment {}: listed with SHA-256 {}, served with {}", tr_->describe(), source,
              e.sequence, hash::to_hex(e.sha256), hash::to_hex(declared));
       apply_segment(a, tmp, declared, started);
+      --ss.pending;
     }
     last_error_.erase(source);
-    return Code::ok;
+    report_applied(source);
   } catch (const Error& e) {
     if (stop_) return Code::temp_fail;
     std::string msg = std::string_view(e.what()).starts_with("source '")
@@ -109,13 +127,137 @@ Code Reader::read_source(const std::string& source) {
                           : fmt::format("source '{}': {}", source, e.what());
     if (o_.error && last_error_[source] != msg) o_.error(msg);  // --follow: said once, not every poll
     last_error_[source] = msg;
-    return e.code();
+    code = e.code();
+    ++ss.failures;
+    ss.dirty = true;
+    try {
+      report_applied(source);  // what was applied before the failure
+    } catch (const Error&) {
+    }
+  }
+  if (ss.ok != (code == Code::ok)) ss.dirty = true;
+  ss.ok = code == Code::ok;
+  save_stats(source);
+  return code;
+}
+
+Reader::SourceStats& Reader::stats(const std::string& source) {
+  SourceStats& ss = stats_[source];
+  if (ss.loaded) return ss;
+  ss.loaded = true;
+  try {
+    auto j = nlohmann::json::parse(fs::read_file(o_.scratch / (source + ".json")));
+    ss.segments = j.value("segments_total", uint64_t{0});
+    ss.applied = j.value("applied_total", uint64_t{0});
+    ss.duplicates = j.value("duplicates_total", uint64_t{0});
+    ss.later = j.value("later_total", uint64_t{0});
+    ss.conflicts = j.value("conflicts_total", uint64_t{0});
+    ss.failures = j.value("failures_total", uint64_t{0});
+  } catch (const std::exception&) {
+    // absent (first run) or unreadable: counters start again at 0, which Prometheus
+    // takes for a restart
+  }
+  return ss;
+}
+
+void Reader::save_stats(const std::string& source) {
+  SourceStats& ss = stats(source);
+  if (!ss.dirty) return;
+  try {
+    std::string text;
+    json::Object j(text);
+    j.str("source", source).unum("segments_total", ss.segments).unum("applied_total", ss.applied);
+    j.unum("duplicates_total", ss.duplicates).unum("later_total", ss.later).unum("conflicts_total", ss.conflicts);
+    j.unum("failures_total", ss.failures);
+    j.close();
+    fs::make_dirs(o_.scratch);
+    fs::AtomicFile f(o_.scratch / (source + ".json"));
+    f.write(text + "\n");
+    f.commit(false);  // counters for metrics: a crash may cost the last few, never the store
+    ss.dirty = false;
+  } catch (const Error& e) {
+    if (o_.error) o_.error(e.what());
+  }
+}
+
+void Reader::report_applied(const std::string& source) {
+  std::optional<store::Watermark> wm = store_->watermark(source);
+  if (!wm) return;
+  SourceStats& ss = stats(source);
+  transport::Applied a{wm->sequence, wm->digest, wm->updated};
+  if (ss.reported && ss.reported->sequence == a.sequence && ss.reported->sha256 == a.sha256) return;
+  try {
+    tr_->report_applied(source, o_.region, a);
+    ss.reported = a;
+  } catch (const Error& e) {
+    // Only the source's lag measurement needs it: said (once), not fatal.
+    std::string msg = fmt::format("source '{}': cannot report the replay position to {}: {}", source,
+                                  tr_->describe(), e.what());
+    if (o_.error && last_error_["report " + source] != msg) o_.error(msg);
+    last_error_["report " + source] = msg;
+  }
+}
+
+std::string Reader::metrics_text() {
+  metrics::Text m;
+  std::vector<std::pair<metrics::Labels, const SourceStats*>> rows;
+  std::map<std::string, store::Watermark> wms;
+  try {
+    for (const auto& w : store_->watermarks()) wms[w.source] = w;
+  } catch (const Error&) {
+  }
+  for (const auto& [source, ss] : stats_) rows.push_back({{{"source", source}, {"target", o_.region}}, &ss});
+  auto family = [&](const char* name, const char* type, const char* help, auto value) {
+    m.family(name, type, help);
+    for (const auto& [labels, ss] : rows) m.sample(name, labels, value(labels[0].second, *ss));
+  };
+  auto wm = [&](const std::string& s) { return wms.count(s) ? wms[s] : store::Watermark{}; };
+  family("flk_crr_read_watermark_sequence", "gauge", "Last segment of the source applied to the local store.",
+         [&](const std::string& s, const SourceStats&) { return double(wm(s).sequence); });
+  family("flk_crr_read_watermark_timestamp_seconds", "gauge", "When the replay watermark last moved.",
+         [&](const std::string& s, const SourceStats&) { return double(wm(s).updated) / 1e9; });
+  family("flk_crr_read_pending_segments", "gauge", "Segments found after the watermark and not applied (last pass).",
+         [](const std::string&, const SourceStats& ss) { return double(ss.pending); });
+  family("flk_crr_read_segments_total", "counter", "Segments applied.",
+         [](const std::string&, const SourceStats& ss) { return double(ss.segments); });
+  m.family("flk_crr_read_records_total", "counter",
+           "Records replayed, by result: applied (became the winner), duplicate, later (lost to an earlier write of "
+           "the same outcome), conflict (outcome differs from the winner's; also counted as applied or later).");
+  for (const auto& [labels, ss] : rows) {
+    auto with = [&](const char* result) {
+      metrics::Labels l = labels;
+      l.emplace_back("result", result);
+      return l;
+    };
+    m.sample("flk_crr_read_records_total", with("applied"), double(ss->applied));
+    m.sample("flk_crr_read_records_total", with("duplicate"), double(ss->duplicates));
+    m.sample("flk_crr_read_records_total", with("later"), double(ss->later));
+    m.sample("flk_crr_read_records_total", with("conflict"), double(ss->conflicts));
+  }
+  family("flk_crr_read_failures_total", "counter", "Passes over the source that failed.",
+         [](const std::string&, const SourceStats& ss) { return double(ss.failures); });
+  family("flk_crr_read_up", "gauge", "1 when the last pass over the source succeeded, 0 when it failed.",
+         [](const std::string&, const SourceStats& ss) { return ss.ok ? 1.0 : 0.0; });
+  return m.str();
+}
+
+void Reader::write_metrics(bool force) {
+  if (!o_.metrics_file) return;
+  int64_t now = timeutil::monotonic_now();
+  if (!force && now - metrics_written_ < timeutil::kSecond) return;
+  metrics_written_ = now;
+  try {
+    metrics::write_file(*o_.metrics_file, metrics_text());
+  } catch (const Error& e) {
+    if (o_.error) o_.error(e.what());
   }
 }
 
 Code Reader::read_stream() {
   transport::StreamReader r(STDIN_FILENO, "stdin");
-  stdfs::path tmp = o_.scratch / "stream.wal";
+  stdfs::path tmp = o_.scratch / fmt::format("stream-{}.wal", ::getpid());
+  std::map<std::string, fs::FileLock> locks;  // one reader per source, as in read_source
+  Code code = Code::ok;
   try {
     fs::make_dirs(o_.scratch);
     while (auto s = r.next()) {
@@ -129,6 +271,7 @@ Code Reader::read_stream() {
         r.body([](std::string_view) {});
         continue;
       }
+      if (!locks.count(a.source)) locks.emplace(a.source, fs::FileLock(o_.scratch / (a.source + ".lock"), false));
       int64_t started = timeutil::monotonic_now();
       {
         fs::Fd out = fs::Fd::open(tmp.string(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -136,13 +279,18 @@ Code Reader::read_stream() {
       }
       apply_segment(a, tmp, s->sha256, started);
     }
-    ::unlink(tmp.c_str());
-    return Code::ok;
   } catch (const Error& e) {
-    ::unlink(tmp.c_str());
     if (o_.error) o_.error(e.what());
-    return e.code();
+    code = e.code();
   }
+  ::unlink(tmp.c_str());
+  for (auto& [source, ss] : stats_) {
+    if (code != Code::ok) ++ss.failures, ss.dirty = true;
+    ss.ok = code == Code::ok;
+    save_stats(source);
+  }
+  write_metrics(true);
+  return code;
 }
 
 int Reader::run_once() {
@@ -159,20 +307,25 @@ int Reader::run_once() {
     }
   }
   for (const auto& s : sources) {
-    if (stop_) return static_cast<int>(Code::temp_fail);
+    if (stop_) break;
     result = most_serious(result, read_source(s));
   }
+  write_metrics(!following_);
+  if (stop_) result = most_serious(result, Code::temp_fail);
   return static_cast<int>(result);
 }
 
 int Reader::follow(timeutil::Nanos interval) {
   if (!tr_) return run_once();  // a stream ends with its input
   int last = 0;
+  following_ = true;
   while (!stop_) {
     last = run_once();
     auto until = std::chrono::steady_clock::now() + std::chrono::nanoseconds(interval);
     while (!stop_ && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+  following_ = false;
+  write_metrics(true);
   return last == static_cast<int>(Code::data) ? last : 0;
 }
 

@@ -31,7 +31,10 @@ struct ReadOptions {
   std::string from = "-";            // transport URL: file:///mailbox, http(s)://peer, or - (stdin)
   transport::Options transport;
   std::string store_url;
-  std::filesystem::path scratch;  // where fetched segments wait to be verified (http)
+  // Where fetched segments wait to be verified (http), and the per-source lock and
+  // counters live: STATE/read/.
+  std::filesystem::path scratch;
+  std::optional<std::filesystem::path> metrics_file;  // Prometheus text, rewritten after each pass
   std::function<void(const std::string&)> emit;  // one JSON line (no newline) per applied segment
   std::function<void(const std::string&)> error, info;
 };
@@ -49,11 +52,29 @@ class Reader {
   int follow(timeutil::Nanos interval);
   void stop();
 
+  // The Prometheus text for every source read so far (flk_crr_read_*).
+  std::string metrics_text();
+
  private:
+  // Per source: counters kept across runs (STATE/read/SOURCE.json) and the last pass.
+  struct SourceStats {
+    uint64_t segments = 0, applied = 0, duplicates = 0, later = 0, conflicts = 0, failures = 0;
+    uint64_t pending = 0;  // listed after the watermark and not applied (last pass)
+    bool ok = true;
+    bool loaded = false, dirty = false;
+    std::optional<transport::Applied> reported;  // what the mailbox was last told
+  };
+  SourceStats& stats(const std::string& source);
+  void save_stats(const std::string& source);
+  // Tells the mailbox where this region's replay of `source` stands, when it moved.
+  void report_applied(const std::string& source);
+  void write_metrics(bool force);
+
   Code read_source(const std::string& source);
   Code read_stream();
-  // Verifies a segment file as `a` and applies it; returns its JSON line.
-  void apply_segment(const transport::Address& a, const std::filesystem::path& file, const hash::Digest& declared,
+  // Verifies a segment file as `a` and applies it (emitting its JSON line); false when
+  // it had been applied before.
+  bool apply_segment(const transport::Address& a, const std::filesystem::path& file, const hash::Digest& declared,
                      int64_t started);
 
   ReadOptions o_;
@@ -61,6 +82,9 @@ class Reader {
   std::unique_ptr<store::Store> store_;
   std::atomic<bool> stop_{false};
   std::map<std::string, std::string> last_error_;  // per source, the error last reported
+  std::map<std::string, SourceStats> stats_;
+  int64_t metrics_written_ = 0;
+  bool following_ = false;
 };
 
 }  // namespace flk::crr

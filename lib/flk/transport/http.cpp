@@ -108,8 +108,26 @@ class HttpTransport final : public Transport {
                      h.last_ts = j.value("last_ts_ns", int64_t{0});
                      if (h.sequence && !hash::from_hex(j.at("sha256").get<std::string>(), h.sha256))
                        throw std::invalid_argument("sha256");
+                     if (j.contains("applied")) {
+                       Applied a;
+                       if (!parse_applied(j["applied"].dump(), a)) throw std::invalid_argument("applied");
+                       h.applied = a;
+                     }
                    });
     return h;
+  }
+
+  void report_applied(std::string_view source, std::string_view target, const Applied& a) override {
+    check_address({std::string(source), std::string(target), 1});
+    Request rq;
+    prepare(rq, fmt::format("{}{}/applied/{}/{}", base_, kApiPrefix, source, target));
+    std::string body = applied_json(a);
+    rq.headers.add("Content-Type: application/json");
+    curl_easy_setopt(curl_, CURLOPT_CUSTOMREQUEST, "PUT");
+    curl_easy_setopt(curl_, CURLOPT_POSTFIELDS, body.c_str());
+    curl_easy_setopt(curl_, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
+    long status = perform(rq, "PUT");
+    if (status != 204 && status != 200) refused(rq, "PUT", status);
   }
 
   std::vector<std::pair<std::string, std::string>> streams() override {

@@ -9,9 +9,11 @@
 #include <system_error>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "flk/core/record.hpp"
 #include "flk/util/error.hpp"
+#include "flk/util/json.hpp"
 #include "flk/wal/dir.hpp"
 
 namespace flk::transport {
@@ -228,7 +230,55 @@ Head stream_head(const stdfs::path& mailbox, std::string_view source, std::strin
     h.last_ts = st.counts.last_ts;
     break;
   }
+  h.applied = load_applied(mailbox, source, target);
   return h;
+}
+
+namespace {
+stdfs::path applied_path(const stdfs::path& mailbox, std::string_view source, std::string_view target) {
+  return stream_dir(mailbox, source, target) / "applied.json";
+}
+}  // namespace
+
+std::string applied_json(const Applied& a) {
+  std::string out;
+  json::Object j(out);
+  j.unum("sequence", a.sequence).str("sha256", hash::to_hex(a.sha256)).str("time", timeutil::format_rfc3339(a.time));
+  j.close();
+  return out;
+}
+
+bool parse_applied(std::string_view text, Applied& out) {
+  try {
+    auto j = nlohmann::json::parse(text);
+    out.sequence = j.at("sequence").get<uint64_t>();
+    if (!hash::from_hex(j.at("sha256").get<std::string>(), out.sha256)) return false;
+    out.time = timeutil::parse_rfc3339(j.at("time").get<std::string>());
+    return true;
+  } catch (const std::exception&) {
+    return false;
+  }
+}
+
+void save_applied(const stdfs::path& mailbox, std::string_view source, std::string_view target, const Applied& a) {
+  check_address({std::string(source), std::string(target), 1});
+  stdfs::path p = applied_path(mailbox, source, target);
+  fs::make_dirs(p.parent_path());
+  fs::AtomicFile f(p);
+  f.write(applied_json(a) + "\n");
+  f.commit(false);
+}
+
+std::optional<Applied> load_applied(const stdfs::path& mailbox, std::string_view source, std::string_view target) {
+  std::string text;
+  try {
+    text = fs::read_file(applied_path(mailbox, source, target));
+  } catch (const Error&) {
+    return std::nullopt;
+  }
+  Applied a;
+  if (!parse_applied(text, a)) return std::nullopt;
+  return a;
 }
 
 }  // namespace flk::transport

@@ -61,12 +61,29 @@ struct Entry {
   hash::Digest sha256{};
 };
 
+// Where the target region's reader stands on a stream: the last segment it applied to
+// its dedup store (its replay watermark: sequence and chain digest) and when. flk-read
+// reports it to the mailbox it reads from, which keeps it beside the stream:
+//
+//   MAILBOX/<source>/<target>/applied.json
+//   {"sequence":42,"sha256":"…","time":"2026-11-26T08:00:01.5Z"}
+//
+// so that the source region can measure its lag (flk-watermark(1)) from the head.
+// It is a report, not a watermark: written atomically but not synced (a crash may bring
+// back an older one, which only overstates the lag until the reader's next report).
+struct Applied {
+  uint64_t sequence = 0;
+  hash::Digest sha256{};
+  int64_t time = 0;  // ns
+};
+
 // The mailbox stream head: the last stored sequence (0 when none), its digest and the
-// last ts its seal records (0 when empty).
+// last ts its seal records (0 when empty); and the reader's last report, if any.
 struct Head {
   uint64_t sequence = 0;
   hash::Digest sha256{};
   int64_t last_ts = 0;
+  std::optional<Applied> applied;
 };
 
 std::filesystem::path stream_dir(const std::filesystem::path& mailbox, std::string_view source,
@@ -123,5 +140,15 @@ std::vector<Entry> list_stream(const std::filesystem::path& mailbox, std::string
 // The (source, target) pairs the mailbox holds, sorted.
 std::vector<std::pair<std::string, std::string>> list_streams(const std::filesystem::path& mailbox);
 Head stream_head(const std::filesystem::path& mailbox, std::string_view source, std::string_view target);
+
+// The reader's report (see Applied): saved atomically (the stream directory is made if
+// need be); loaded as nullopt when absent or unreadable (a report is advisory).
+void save_applied(const std::filesystem::path& mailbox, std::string_view source, std::string_view target,
+                  const Applied& a);
+std::optional<Applied> load_applied(const std::filesystem::path& mailbox, std::string_view source,
+                                    std::string_view target);
+// The report as one JSON object, and back (false when malformed).
+std::string applied_json(const Applied& a);
+bool parse_applied(std::string_view json, Applied& out);
 
 }  // namespace flk::transport

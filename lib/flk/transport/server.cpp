@@ -334,6 +334,7 @@ struct Server::Impl {
     j.str("source", source).str("target", target).unum("sequence", h.sequence);
     if (h.sequence) j.str("sha256", hash::to_hex(h.sha256));
     if (h.last_ts) j.str("last_ts", timeutil::format_rfc3339(h.last_ts)).num("last_ts_ns", h.last_ts);
+    if (h.applied) j.raw("applied", applied_json(*h.applied));
     j.close();
     body += '\n';
   }
@@ -346,6 +347,38 @@ struct Server::Impl {
     std::string body;
     head_json(body, a.source, a.target, stream_head(o.mailbox, a.source, a.target));
     res.set_content(body, "application/json");
+  }
+
+  // The target region's reader reports where it stands (mailbox.hpp, Applied). The
+  // body (a small JSON object) is read only once the peer is known.
+  void put_applied(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+    auto who = authenticate(req, res);
+    if (!who) return drop_body(req, res, reader);
+    Address a = address(req);
+    if (*who != "*" && *who != a.target) {
+      reply_error(res, 403, "forbidden", "only the target region reports what it applied");
+      return drop_body(req, res, reader);
+    }
+    constexpr size_t kMax = 4096;
+    if (auto len = content_length(req); !len || *len > kMax) {
+      res.set_header("Connection", "close");
+      return reply_error(res, len ? 413 : 411, len ? "too_large" : "length_required",
+                         fmt::format("a report is a JSON object of at most {} bytes with a Content-Length", kMax));
+    }
+    std::string body;
+    reader([&](const char* data, size_t n) {
+      body.append(data, n);
+      return body.size() <= kMax;
+    });
+    Applied ap;
+    if (!parse_applied(body, ap))
+      return reply_error(res, 400, "bad_request", R"(the body must be {"sequence":N,"sha256":"…","time":"RFC 3339"})");
+    try {
+      save_applied(o.mailbox, a.source, a.target, ap);
+    } catch (const Error& e) {
+      return reply_error(res, 500, "io", e.what());
+    }
+    res.status = 204;
   }
 
   void streams(const httplib::Request& req, httplib::Response& res) {
@@ -451,6 +484,10 @@ Server::Server(ServeOptions o) : impl_(std::make_unique<Impl>()) {
         [&m](const httplib::Request& rq, httplib::Response& rs) { m.list_segments(rq, rs); });
   s.Get(prefix + "/head/" + region + "/" + region,
         [&m](const httplib::Request& rq, httplib::Response& rs) { m.head(rq, rs); });
+  s.Put(prefix + "/applied/" + region + "/" + region,
+        [&m](const httplib::Request& rq, httplib::Response& rs, const httplib::ContentReader& rd) {
+          m.put_applied(rq, rs, rd);
+        });
   s.Get(prefix + "/streams", [&m](const httplib::Request& rq, httplib::Response& rs) { m.streams(rq, rs); });
   s.Get("/healthz", [&m](const httplib::Request&, httplib::Response& rs) { m.healthz(rs); });
   s.Get("/metrics", [&m](const httplib::Request&, httplib::Response& rs) { m.metrics_page(rs); });

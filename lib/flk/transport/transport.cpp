@@ -46,6 +46,11 @@ class FileTransport final : public Transport {
     return list_streams(dir_);
   }
 
+  void report_applied(std::string_view source, std::string_view target, const Applied& a) override {
+    check();
+    save_applied(dir_, source, target, a);
+  }
+
   hash::Digest get(const Address& a, const stdfs::path& dest) override {
     check();
     check_address(a);
@@ -88,6 +93,7 @@ class StreamTransport final : public Transport {
   Head head(std::string_view, std::string_view) override { unsupported(); }
   std::vector<std::pair<std::string, std::string>> streams() override { unsupported(); }
   hash::Digest get(const Address&, const stdfs::path&) override { unsupported(); }
+  void report_applied(std::string_view, std::string_view, const Applied&) override { unsupported(); }
   std::string describe() const override { return "-"; }
   void interrupt() override {}
 

@@ -59,6 +59,11 @@ class Transport {
   // Fetches a segment into `dest` (written whole; not fsynced) and returns the digest the
   // peer declared for it. The caller verifies the bytes.
   virtual hash::Digest get(const Address& a, const std::filesystem::path& dest) = 0;
+  // Reports where this region's reader stands on a stream it reads (mailbox.hpp,
+  // Applied); the source learns it from head(). http/https: only the target region
+  // may report on a stream.
+  virtual void report_applied(std::string_view source, std::string_view target, const Applied& a) = 0;
+
   // Where a segment can be read in place, without get() (file:// only).
   virtual std::optional<std::filesystem::path> local_path(const Address&) { return std::nullopt; }
 
