@@ -38,10 +38,28 @@ check_synopsis() {
 
 @test "usage errors exit 64 with the tool's name and a hint" {
   local tool
-  for tool in flk-ship flk-serve flk-read; do
+  for tool in flk-ship flk-serve flk-read flk-watermark; do
     run --separate-stderr "$tool" --no-such-option
     assert_status 64
     [[ $stderr == "$tool: error: "* ]]
     assert_stderr_has "Try '$tool --help'"
   done
+}
+
+@test "flk-watermark: every subcommand's --help options are in flk-watermark(1)'s SYNOPSIS and OPTIONS, and only those" {
+  local sub help_opts man_opts o
+  help_opts=$(for sub in show set reset lag wait metrics; do
+    flk-watermark "$sub" --help | grep -oE -- '--[a-z][a-z-]*'
+  done; flk-watermark --help | grep -oE -- '--[a-z][a-z-]*')
+  help_opts=$(grep -vx -e --quiet -e --verbose <<<"$help_opts" | sort -u)
+  man_opts=$(mandoc -Tascii "$FLK_SOURCE/man/flk-watermark.1" | col -b |
+    sed -n '/^SYNOPSIS/,/^DESCRIPTION/p' | grep -oE -- '--[a-z][a-z-]*' | sort -u)
+  assert_equal "$man_opts" "$help_opts" "options of flk-watermark(1)'s SYNOPSIS (expected: those of the subcommands' --help)"
+  for o in $help_opts; do
+    [[ $o == --help || $o == --version ]] && continue
+    mandoc -Tascii "$FLK_SOURCE/man/flk-watermark.1" | col -b | sed -n '/^OPTIONS/,/^[A-Z]/p' | grep -q -- "$o" ||
+      { echo "flk-watermark(1) OPTIONS does not describe $o" >&2; return 1; }
+  done
+  run --separate-stderr flk-watermark --version
+  assert_status 0
 }
