@@ -304,6 +304,7 @@ TEST_CASE("store (redis): the script's statistics and evidence are store::plan()
     CHECK(got.replaced == want.stats.replaced);
     CHECK(got.later == want.stats.later);
     CHECK(got.conflicts == want.stats.conflicts);
+    CHECK(got.conflict_ids == want.stats.conflict_ids);
   }
   std::map<std::string, Stored> sorted(current.begin(), current.end());
   auto all = contents(*s);

@@ -19,7 +19,22 @@ using namespace flk::store;
 
 namespace {
 
+using Ids = std::vector<std::string>;
 
+// The (pcs_id, digest) of records, sorted: the order evidence() and scan_evidence() keep.
+std::vector<std::pair<std::string, hash::Digest>> keys_of(const std::vector<Record>& records) {
+  std::vector<std::pair<std::string, hash::Digest>> out;
+  for (const Record& r : records) out.emplace_back(r.pcs_id, record_digest(r));
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+std::vector<std::pair<std::string, hash::Digest>> keys_of(const std::vector<Evidence>& evidence) {
+  std::vector<std::pair<std::string, hash::Digest>> out;
+  for (const Evidence& e : evidence) out.emplace_back(e.record.pcs_id, e.digest);
+  return out;
+}
 
 // The reference model: the first write per pcs_id, by the rule of DESIGN.md §1.
 std::map<std::string, Stored> model(const std::vector<Record>& records) {
@@ -68,6 +83,130 @@ TEST_CASE("store: first write wins, duplicates, conflicts kept as evidence") {
     std::sort(ev.begin(), ev.end());
     CHECK(ev == std::vector<std::string>{"p1/accepted", "p1/escalated", "p1/rejected"});
     CHECK(s->count() == 2);
+  }
+}
+
+TEST_CASE("store: apply() names the pcs_ids of its conflicts; evidence() and lookup() read them back") {
+  test::TempDir t;
+  for (auto& [kind, url] : test::store_urls(t.path())) {
+    CAPTURE(kind);
+    auto s = store::open(url);
+    // Nothing asked, nothing given; nothing applied, no conflicts.
+    CHECK(s->evidence({}).empty());
+    CHECK(s->lookup({}).empty());
+    CHECK(s->apply({}, nullptr).conflict_ids.empty());
+
+    // New pcs_ids, duplicates and later writes of the same outcome: no conflicts, and
+    // no allocation for conflict_ids.
+    Record p1 = rec("p1", Outcome::accepted, 200, "us-east-1");
+    Record p2 = rec("p2", Outcome::accepted, 100, "us-east-1");
+    Record p3 = rec("p3", Outcome::escalated, 100, "eu-west-1");
+    Record p2_later = rec("p2", Outcome::accepted, 300, "us-west-2");  // same outcome
+    std::vector<Record> b1{p1, p2, p3, p1, p2_later, p3};
+    ApplyStats s1 = s->apply(b1, nullptr);
+    CHECK(s1.inserted == 3);
+    CHECK(s1.duplicates == 2);
+    CHECK(s1.later == 1);
+    CHECK(s1.conflicts == 0);
+    CHECK(s1.conflict_ids.empty());
+    CHECK(s1.conflict_ids.capacity() == 0);
+    std::vector<Record> b1_again{p2_later, p1, p3};  // against the store now
+    ApplyStats s1b = s->apply(b1_again, nullptr);
+    CHECK(s1b.duplicates == 2);
+    CHECK(s1b.later == 1);
+    CHECK(s1b.conflict_ids.capacity() == 0);
+    CHECK(s->evidence(Ids{"p1", "p2", "p3"}).empty());
+
+    // Conflicts within one batch, for new pcs_ids: q1 three ways, the last q1a against
+    // the earlier q1e that replaced it (counted three times, named once); q2: rejected
+    // conflicts with the winner, the later accepted differs only from that loser (no
+    // conflict); q3 a later write of the same outcome.
+    Record q1a = rec("q1", Outcome::accepted, 10), q1r = rec("q1", Outcome::rejected, 20),
+           q1e = rec("q1", Outcome::escalated, 5);
+    Record q2a = rec("q2", Outcome::accepted, 1), q2r = rec("q2", Outcome::rejected, 5),
+           q2a_later = rec("q2", Outcome::accepted, 9);
+    Record q3 = rec("q3", Outcome::rejected, 1), q3_later = rec("q3", Outcome::rejected, 2, "eu-west-1");
+    std::vector<Record> b2{q2a, q1a, q3, q1r, q2r, q3_later, q1e, q2a_later, q1a};
+    ApplyStats s2 = s->apply(b2, nullptr);
+    CHECK(s2.inserted == 3);
+    CHECK(s2.conflicts == 4);  // q1r, q2r, q1e, the second q1a
+    CHECK(s2.later == 5);
+    CHECK(s2.replaced == 1);
+    CHECK(s2.conflict_ids == Ids{"q1", "q2"});
+
+    // Conflicts against the store, named once each and sorted whatever the batch's
+    // order: p3 twice, p1 by an earlier write that wins; p2 a later write of the same
+    // outcome and a duplicate (no conflict), p4 new.
+    Record p3_r = rec("p3", Outcome::rejected, 150), p3_a = rec("p3", Outcome::accepted, 160);
+    Record p1_r = rec("p1", Outcome::rejected, 50, "us-west-2");
+    Record p2_later2 = rec("p2", Outcome::accepted, 400, "eu-west-1");
+    Record p4 = rec("p4", Outcome::rejected, 1);
+    std::vector<Record> b3{p3_r, p2_later2, p4, p1_r, p3_a, p2};
+    ApplyStats s3 = s->apply(b3, nullptr);
+    CHECK(s3.inserted == 1);
+    CHECK(s3.replaced == 1);
+    CHECK(s3.conflicts == 3);
+    CHECK(s3.conflict_ids == Ids{"p1", "p3"});
+    // The winner's outcome again, later: no conflict, although evidence of p1 holds an
+    // accepted record too.
+    Record p1_r_later = rec("p1", Outcome::rejected, 500);
+    std::vector<Record> b4{p1_r_later, p1_r};
+    ApplyStats s4 = s->apply(b4, nullptr);
+    CHECK(s4.conflicts == 0);
+    CHECK(s4.conflict_ids.empty());
+
+    // += appends.
+    ApplyStats sum = s2;
+    sum += s3;
+    sum += s4;
+    CHECK(sum.conflicts == 7);
+    CHECK(sum.conflict_ids == Ids{"q1", "q2", "p1", "p3"});
+
+    // evidence(): exactly both sides of every conflict of the ids asked for, in
+    // (pcs_id, digest) order, whatever the order and repetition of the ids; none for
+    // ids without any, stored or not.
+    std::vector<Evidence> ev = s->evidence(Ids{"q2", "p3", "nope", "p1", "p3", "q1"});
+    CHECK(keys_of(ev) == keys_of({p1, p1_r, p3, p3_r, p3_a, q1a, q1r, q1e, q2a, q2r}));
+    for (const Evidence& e : ev) {
+      CHECK(e.digest == record_digest(e.record));
+      CHECK(e.detected_at > 0);
+    }
+    std::vector<Record> want_records{p1, p1_r};  // every field, in digest order
+    std::sort(want_records.begin(), want_records.end(),
+              [](const Record& a, const Record& b) { return record_digest(a) < record_digest(b); });
+    std::vector<Evidence> ev_p1 = s->evidence(Ids{"p1"});
+    REQUIRE(ev_p1.size() == 2);
+    CHECK(ev_p1[0].record == want_records[0]);
+    CHECK(ev_p1[1].record == want_records[1]);
+    CHECK(s->evidence(Ids{"p2", "p4", "nope", "q3"}).empty());
+    // All of it, as scan_evidence() has it.
+    std::vector<Evidence> all_ev;
+    s->scan_evidence([&](const Evidence& e) { all_ev.push_back(e); });
+    std::vector<Evidence> asked = s->evidence(Ids{"q2", "q1", "p3", "p2", "p1", "p4", "q3"});
+    CHECK(keys_of(asked) == keys_of(all_ev));
+    REQUIRE(asked.size() == all_ev.size());
+    for (size_t i = 0; i < asked.size(); ++i) {
+      CHECK(asked[i].record == all_ev[i].record);
+      CHECK(asked[i].detected_at == all_ev[i].detected_at);
+    }
+
+    // lookup(): the winners, in pcs_id order, without the ids not stored.
+    std::vector<Stored> won = s->lookup(Ids{"q3", "nope", "p1", "q1", "p1", "p4"});
+    std::vector<Stored> want;
+    for (const Stored& st : contents(*s))
+      if (st.record.pcs_id == "p1" || st.record.pcs_id == "p4" || st.record.pcs_id == "q1" || st.record.pcs_id == "q3")
+        want.push_back(st);
+    CHECK(won == want);
+    REQUIRE(won.size() == 4);
+    CHECK(won[0].record == p1_r);
+    CHECK(won[2].record == q1e);
+    CHECK(s->lookup(Ids{"nope"}).empty());
+
+    // An id that is a prefix of another's: neither's evidence shows under the other.
+    std::vector<Record> b5{rec("p", Outcome::accepted, 1), rec("p", Outcome::rejected, 2)};
+    CHECK(s->apply(b5, nullptr).conflict_ids == Ids{"p"});
+    CHECK(keys_of(s->evidence(Ids{"p"})) == keys_of(b5));
+    CHECK(keys_of(s->evidence(Ids{"p1"})) == keys_of({p1, p1_r}));
   }
 }
 
@@ -126,9 +265,28 @@ TEST_CASE("store: property — any order, batching and duplication gives the sam
       ApplyStats total;
       for (size_t at = 0; at < shuffled.size();) {
         size_t n = std::min<size_t>(1 + rng() % 60, shuffled.size() - at);
-        total += s->apply(std::span<const Record>(shuffled).subspan(at, n), nullptr);
+        ApplyStats st = s->apply(std::span<const Record>(shuffled).subspan(at, n), nullptr);
+        CHECK(std::is_sorted(st.conflict_ids.begin(), st.conflict_ids.end()));
+        CHECK(std::adjacent_find(st.conflict_ids.begin(), st.conflict_ids.end()) == st.conflict_ids.end());
+        CHECK(st.conflict_ids.size() <= st.conflicts);
+        CHECK(st.conflict_ids.empty() == (st.conflicts == 0));
+        total += st;
         at += n;
       }
+      // Evidence comes only from conflicts, and every conflict leaves some: the pcs_ids
+      // named over all calls are those of the evidence, and evidence() of them is all of it.
+      std::sort(total.conflict_ids.begin(), total.conflict_ids.end());
+      total.conflict_ids.erase(std::unique(total.conflict_ids.begin(), total.conflict_ids.end()),
+                               total.conflict_ids.end());
+      std::vector<Evidence> all_ev;
+      Ids ev_ids;
+      s->scan_evidence([&](const Evidence& e) {
+        all_ev.push_back(e);
+        if (ev_ids.empty() || ev_ids.back() != e.record.pcs_id) ev_ids.push_back(e.record.pcs_id);
+      });
+      CHECK(total.conflict_ids == ev_ids);
+      CHECK(!ev_ids.empty());
+      CHECK(keys_of(s->evidence(total.conflict_ids)) == keys_of(all_ev));
       CHECK(total.inserted + total.duplicates + total.replaced + total.later == records.size());
       CHECK(total.inserted == expected.size());
       CHECK(s->count() == expected.size());

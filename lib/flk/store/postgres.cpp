@@ -30,6 +30,10 @@
 // or any evidence. (It would also write every loaded row's xmax, which costs a heap
 // write per duplicate on replay.)
 //
+// evidence() and lookup() send the (sorted, distinct) pcs_ids as one text[] parameter
+// per kMaxRowsPerStatement ids: `pcs_id = ANY($1)` on the evidence, the load of apply()
+// on the records.
+//
 // Errors: libpq's message on one line, prefixed by "store 'URL'" with the password
 // masked (and any password text scrubbed from the message). Codes: malformed URL →
 // config, server unreachable or connection lost → unavailable, authentication refused
@@ -497,9 +501,30 @@ class PgStore final : public Store {
         "SELECT pcs_id, tenant_id, outcome, ts, region, params, payload, digest, detected_at FROM {}.evidence "
         "ORDER BY pcs_id, digest",
         t_.q());
-    cursor(sql, "scanning the evidence", [&](const PGresult* r, int i) {
-      Stored s = stored_row(r, i);
-      fn(Evidence{std::move(s.record), s.digest, int_col(r, i, 8, 8, "detected_at")});
+    cursor(sql, "scanning the evidence", [&](const PGresult* r, int i) { fn(evidence_row(r, i)); });
+  }
+
+  std::vector<Evidence> evidence(std::span<const std::string> pcs_ids) override {
+    check_idle("evidence");
+    std::vector<std::string_view> ids = distinct_ids(pcs_ids);
+    return retrying([&] {
+      std::vector<Evidence> out;
+      by_ids(Stmt::evidence_of, ids, "reading conflict evidence",
+             [&](const PGresult* r, int i) { out.push_back(evidence_row(r, i)); });
+      return out;
+    });
+  }
+
+  std::vector<Stored> lookup(std::span<const std::string> pcs_ids) override {
+    check_idle("lookup");
+    std::vector<std::string_view> ids = distinct_ids(pcs_ids);
+    return retrying([&] {
+      std::vector<Stored> out;
+      by_ids(Stmt::load, ids, "looking up records", [&](const PGresult* r, int i) { out.push_back(stored_row(r, i)); });
+      // Stmt::load does not sort (apply() needs no order); the ids came sorted.
+      std::sort(out.begin(), out.end(),
+                [](const Stored& a, const Stored& b) { return a.record.pcs_id < b.record.pcs_id; });
+      return out;
     });
   }
 
@@ -562,7 +587,18 @@ class PgStore final : public Store {
   }
 
  private:
-  enum class Stmt { load, upsert, evidence, watermark_get, watermark_all, watermark_set, watermark_del, count, n };
+  enum class Stmt {
+    load,
+    evidence_of,
+    upsert,
+    evidence,
+    watermark_get,
+    watermark_all,
+    watermark_set,
+    watermark_del,
+    count,
+    n
+  };
 
   // A transaction that rolls back unless committed. BEGIN also takes the store's
   // advisory lock (held to the end of the transaction).
@@ -676,6 +712,11 @@ class PgStore final : public Store {
             "SELECT r.pcs_id, r.tenant_id, r.outcome, r.ts, r.region, r.params, r.payload, r.digest "
             "FROM unnest($1::text[]) AS k(id) JOIN {}.records AS r ON r.pcs_id = k.id",
             q);
+      case Stmt::evidence_of:
+        return fmt::format(
+            "SELECT pcs_id, tenant_id, outcome, ts, region, params, payload, digest, detected_at FROM {}.evidence "
+            "WHERE pcs_id = ANY($1::text[]) ORDER BY pcs_id, digest",
+            q);
       case Stmt::upsert:
         return fmt::format(
             "INSERT INTO {}.records (pcs_id, tenant_id, outcome, ts, region, params, payload, digest) "
@@ -712,12 +753,12 @@ class PgStore final : public Store {
   }
 
   // Runs a statement with binary parameters and binary results: prepared on first use
-  // on this connection, except the load of the stored winners. That one must always
-  // use the primary key: a generic plan, made while the table was small, would keep
-  // scanning the whole table once it is big; an unnamed statement is planned for each
-  // call with the table's current size.
+  // on this connection, except the lookups by pcs_id (of winners, of evidence). Those
+  // must always use the primary key: a generic plan, made while the table was small,
+  // would keep scanning the whole table once it is big; an unnamed statement is
+  // planned for each call with the table's current size.
   Result run(Stmt s, const Params& p, std::string_view what) {
-    if (s == Stmt::load)
+    if (s == Stmt::load || s == Stmt::evidence_of)
       return checked(PQexecParams(conn_.get(), sql_of(s).c_str(), p.size(), nullptr, p.values(), p.lengths(),
                                   p.formats(), 1),
                      what);
@@ -828,6 +869,12 @@ class PgStore final : public Store {
     return s;
   }
 
+  // Columns 0–8: those of stored_row(), then detected_at.
+  Evidence evidence_row(const PGresult* r, int i) const {
+    Stored s = stored_row(r, i);
+    return Evidence{std::move(s.record), s.digest, int_col(r, i, 8, 8, "detected_at")};
+  }
+
   Watermark watermark_row(const PGresult* r, int i) const {
     Watermark w;
     w.source = col(r, i, 0);
@@ -846,24 +893,31 @@ class PgStore final : public Store {
     Txn tx(*this, what);
     std::unordered_map<std::string, Stored> current;
     std::vector<std::string> ids = distinct_ids(records);
-    for (size_t at = 0; at < ids.size(); at += kMaxRowsPerStatement) {
-      ArrayParam a(kOidText);
-      for (size_t i = at; i < std::min(ids.size(), at + kMaxRowsPerStatement); ++i) a.add(ids[i]);
-      Params p;
-      p.add(a.bytes());
-      Result r = run(Stmt::load, p, what);
-      for (int i = 0; i < PQntuples(r.get()); ++i) {
-        Stored s = stored_row(r.get(), i);
-        std::string id = s.record.pcs_id;
-        current.emplace(std::move(id), std::move(s));
-      }
-    }
+    by_ids(Stmt::load, ids, what, [&](const PGresult* r, int i) {
+      Stored s = stored_row(r, i);
+      std::string id = s.record.pcs_id;
+      current.emplace(std::move(id), std::move(s));
+    });
     Plan planned = plan(records, current, timeutil::now());
     write_records(planned.upserts, what);
     write_evidence(planned.evidence);
     if (advance) write_watermark(*advance);
     tx.commit();
-    return planned.stats;
+    return std::move(planned.stats);
+  }
+
+  // Runs a statement whose $1 is a text[] of pcs_ids for `ids`, kMaxRowsPerStatement
+  // ids at a time, and hands each row of the results to `row` in order.
+  template <typename Ids>
+  void by_ids(Stmt s, const Ids& ids, std::string_view what, const std::function<void(const PGresult*, int)>& row) {
+    for (size_t at = 0; at < ids.size(); at += kMaxRowsPerStatement) {
+      ArrayParam a(kOidText);
+      for (size_t i = at; i < std::min(ids.size(), at + kMaxRowsPerStatement); ++i) a.add(ids[i]);
+      Params p;
+      p.add(a.bytes());
+      Result r = run(s, p, what);
+      for (int i = 0; i < PQntuples(r.get()); ++i) row(r.get(), i);
+    }
   }
 
   // Columns shared by records and evidence, appended to arrays 0–7.

@@ -36,7 +36,9 @@
 // Atomicity: apply() is ONE Lua script (kScript, op "apply"): it reads the stored
 // winners of the batch, applies first write wins exactly as store::plan() does (same
 // statistics, evidence of both sides of a conflict, first detection kept by HSETNX),
-// and writes the winners, the evidence and the watermark. Redis runs a script alone,
+// and writes the winners, the evidence and the watermark. It returns the counts and
+// the distinct pcs_ids of the conflicts (an empty array when there are none; the client
+// sorts them, since Lua's string `<` is the locale's). Redis runs a script alone,
 // and AOF/replicas receive its writes as one MULTI/EXEC, so no client and no restart
 // sees half of it. A script that fails half-way keeps what it already wrote, so the
 // script checks everything (schema, generation, key types) and computes every write
@@ -47,6 +49,10 @@
 // (one flk-read per source) would retry each other into the ground; the script needs no
 // retry and one round trip. The price: the rule exists twice (plan() and the script),
 // which store_redis_test.cpp compares on random batches.
+//
+// evidence() and lookup() are one script call (ops "evidence", "get") per 10,000
+// pcs_ids, the current generation resolved by the script like every op: per id a
+// ZRANGEBYLEX of :eids over [id 0x00, id 0x01) then one HMGET of :e, or an HMGET of :r.
 //
 // Generations: a rebuild loads a new generation ({p}:g{G+1}:…, open_scratch()) and
 // replace_with() points `current` at it and UNLINKs the old one in one script.
@@ -108,6 +114,16 @@ local function drop(g)
   redis.call('UNLINK', k.r, k.ids, k.e, k.eids, k.w)
 end
 
+-- HMGET of names[from..to] (false for a missing field), 1000 fields per call.
+local function hmget(h, names, from, to)
+  local vals = {}
+  for j = from, to, 1000 do
+    local part = redis.call('HMGET', h, unpack(names, j, math.min(j + 999, to)))
+    for x = 1, #part do vals[#vals + 1] = part[x] end
+  end
+  return vals
+end
+
 if op == 'init' then
   local m = redis.call('HMGET', meta, 'schema_version', 'current')
   if m[1] then return {m[1], m[2] or ''} end
@@ -137,12 +153,20 @@ elseif op == 'page' then
   local z, h = k.ids, k.r
   if ARGV[5] == 'e' then z, h = k.eids, k.e end
   local ids = redis.call('ZRANGEBYLEX', z, ARGV[6], '+', 'LIMIT', 0, tonumber(ARGV[7]))
-  local vals = {}
-  for j = 1, #ids, 1000 do
-    local part = redis.call('HMGET', h, unpack(ids, j, math.min(j + 999, #ids)))
-    for x = 1, #part do vals[#vals + 1] = part[x] end
+  return {gen, ids, hmget(h, ids, 1, #ids)}
+elseif op == 'get' then
+  -- ARGV[5..]: pcs_ids. Their winners (nil: not stored), in the same order.
+  return hmget(k.r, ARGV, 5, #ARGV)
+elseif op == 'evidence' then
+  -- ARGV[5..]: pcs_ids. The evidence fields of each (id 0x00 digest: the range
+  -- [id 0x00, id 0x01) holds no other pcs_id's, as ids are printable) and their values.
+  local fields = {}
+  for i = 5, #ARGV do
+    local id = ARGV[i]
+    local part = redis.call('ZRANGEBYLEX', k.eids, '[' .. id .. '\0', '(' .. id .. '\1')
+    for x = 1, #part do fields[#fields + 1] = part[x] end
   end
-  return {gen, ids, vals}
+  return {fields, hmget(k.e, fields, 1, #fields)}
 elseif op == 'scratch' then
   if m[3] and m[3] ~= m[2] then drop(m[3]) end
   local g = tostring(redis.call('HINCRBY', meta, 'next_gen', 1))
@@ -201,18 +225,17 @@ for i = first, nargs, 2 do
     ids[#ids + 1] = id
   end
 end
-for j = 1, #ids, 1000 do
-  local last = math.min(j + 999, #ids)
-  local vals = redis.call('HMGET', k.r, unpack(ids, j, last))
-  for x = j, last do
-    local v = vals[x - j + 1]
-    cur[ids[x]] = v
-    if not v then fresh[ids[x]] = true end
-  end
+local stored = hmget(k.r, ids, 1, #ids)
+for x = 1, #ids do
+  local v = stored[x]
+  cur[ids[x]] = v
+  if not v then fresh[ids[x]] = true end
 end
 
--- store::plan(), record by record.
+-- store::plan(), record by record. conf_ids: the distinct pcs_ids of the conflicts
+-- (unsorted: Lua's string `<` is strcoll; the client sorts them).
 local ins, dup, rep, later, conf = 0, 0, 0, 0, 0
+local conf_ids, is_conf = {}, {}
 local changed, is_changed, ev, ev_val = {}, {}, {}, {}
 local function evidence(id, v)
   local f = id .. '\0' .. sub(key(v), -32)
@@ -240,6 +263,10 @@ for i = first, nargs, 2 do
     else
       if outcome(c) ~= outcome(v) then
         conf = conf + 1
+        if not is_conf[id] then
+          is_conf[id] = true
+          conf_ids[#conf_ids + 1] = id
+        end
         evidence(id, c)
         evidence(id, v)
       end
@@ -282,7 +309,7 @@ end
 if wsrc ~= '' then
   if wval == '' then redis.call('HDEL', k.w, wsrc) else redis.call('HSET', k.w, wsrc, wval) end
 end
-return {ins, dup, rep, later, conf}
+return {ins, dup, rep, later, conf, conf_ids}
 )lua";
 
 // ---------------------------------------------------------------------------------
@@ -755,20 +782,39 @@ class RedisStore final : public Store {
 
   void scan_evidence(const std::function<void(const Evidence&)>& fn) override {
     Evidence ev;
-    Stored st;
     pages("e", "scanning the evidence", [&](std::string_view field, std::string_view v) {
-      size_t nul = field.find('\0');
-      if (nul == std::string_view::npos || v.size() < 8)
-        corrupt("evidence", field.substr(0, nul), "bad field or value");
-      std::string_view id = field.substr(0, nul);
-      decode_value(id, v.substr(8), st);
-      if (field.substr(nul + 1) != std::string_view(reinterpret_cast<const char*>(st.digest.data()), st.digest.size()))
-        corrupt("evidence", id, "digest does not match the field");
-      ev.record = std::move(st.record);
-      ev.digest = st.digest;
-      ev.detected_at = static_cast<int64_t>(get_be64(v));
+      decode_evidence(field, v, ev);
       fn(ev);
     });
+  }
+
+  // One "evidence" script call per kPage ids: ZRANGEBYLEX of each id's fields, HMGET.
+  std::vector<Evidence> evidence(std::span<const std::string> pcs_ids) override {
+    const std::string_view what = "reading conflict evidence";
+    std::vector<Evidence> out;
+    by_ids("evidence", pcs_ids, what, [&](const redisReply* r, std::span<const std::string_view>) {
+      if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) conn_.unexpected(what);
+      pairs(r->element[0], r->element[1], "evidence", what, [&](std::string_view field, std::string_view v) {
+        decode_evidence(field, v, out.emplace_back());
+      });
+    });
+    return out;
+  }
+
+  // One "get" script call per kPage ids: HMGET of the records.
+  std::vector<Stored> lookup(std::span<const std::string> pcs_ids) override {
+    const std::string_view what = "looking up records";
+    std::vector<Stored> out;
+    by_ids("get", pcs_ids, what, [&](const redisReply* r, std::span<const std::string_view> ids) {
+      if (r->type != REDIS_REPLY_ARRAY || r->elements != ids.size()) conn_.unexpected(what);
+      for (size_t i = 0; i < ids.size(); ++i) {
+        const redisReply* v = r->element[i];
+        if (v->type == REDIS_REPLY_NIL) continue;
+        if (v->type != REDIS_REPLY_STRING) conn_.unexpected(what);
+        decode_value(ids[i], str(v), out.emplace_back());
+      }
+    });
+    return out;
   }
 
   uint64_t count() override { return sizes().records; }
@@ -834,13 +880,54 @@ class RedisStore final : public Store {
       a.add(r.pcs_id).add(values[i]);
     }
     Reply r = conn_.script(a, what);
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 5) conn_.unexpected(what);
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 6 || r->element[5]->type != REDIS_REPLY_ARRAY)
+      conn_.unexpected(what);
     uint64_t n[5];
     for (size_t i = 0; i < 5; ++i) {
       if (r->element[i]->type != REDIS_REPLY_INTEGER) conn_.unexpected(what);
       n[i] = static_cast<uint64_t>(r->element[i]->integer);
     }
-    return ApplyStats{n[0], n[1], n[2], n[3], n[4]};
+    ApplyStats st{n[0], n[1], n[2], n[3], n[4], {}};
+    const redisReply* ids = r->element[5];
+    if (ids->elements) {
+      st.conflict_ids.reserve(ids->elements);
+      for (size_t i = 0; i < ids->elements; ++i) {
+        if (ids->element[i]->type != REDIS_REPLY_STRING) conn_.unexpected(what);
+        st.conflict_ids.emplace_back(str(ids->element[i]));
+      }
+      std::sort(st.conflict_ids.begin(), st.conflict_ids.end());  // the script's are distinct
+    }
+    return st;
+  }
+
+  // Calls the script's `name` op with the sorted, distinct `pcs_ids`, kPage of them at a
+  // time, and hands each reply (and the ids it answers) to fn.
+  void by_ids(std::string_view name, std::span<const std::string> pcs_ids, std::string_view what,
+              const std::function<void(const redisReply*, std::span<const std::string_view>)>& fn) {
+    std::vector<std::string_view> ids = distinct_ids(pcs_ids);
+    for (size_t at = 0; at < ids.size(); at += kPage) {
+      auto part = std::span<const std::string_view>(ids).subspan(at, std::min(kPage, ids.size() - at));
+      Args a = op(name);
+      a.reserve(a.argc() + part.size());
+      for (std::string_view id : part) a.add(id);
+      Reply r = conn_.script(a, what);
+      fn(r.get(), part);
+    }
+  }
+
+  // Two parallel arrays of a reply, the names of hash fields and their values:
+  // fn(name, value) for each. A name without a value (an index entry without its hash
+  // field) is a corrupt `kind`.
+  void pairs(const redisReply* names, const redisReply* vals, std::string_view kind, std::string_view what,
+             const std::function<void(std::string_view, std::string_view)>& fn) {
+    if (names->type != REDIS_REPLY_ARRAY || vals->type != REDIS_REPLY_ARRAY || names->elements != vals->elements)
+      conn_.unexpected(what);
+    for (size_t i = 0; i < names->elements; ++i) {
+      if (names->element[i]->type != REDIS_REPLY_STRING) conn_.unexpected(what);
+      std::string_view name = str(names->element[i]);
+      if (vals->element[i]->type != REDIS_REPLY_STRING) corrupt(kind, name.substr(0, name.find('\0')), "no value");
+      fn(name, str(vals->element[i]));
+    }
   }
 
   // bulk_load() into generation `gen`.
@@ -947,19 +1034,11 @@ class RedisStore final : public Store {
       Args a = op("page", gen);
       a.add(which).add(start).add(size);
       Reply r = conn_.script(a, what);
-      if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 || r->element[0]->type != REDIS_REPLY_STRING ||
-          r->element[1]->type != REDIS_REPLY_ARRAY || r->element[2]->type != REDIS_REPLY_ARRAY ||
-          r->element[1]->elements != r->element[2]->elements)
+      if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 || r->element[0]->type != REDIS_REPLY_STRING)
         conn_.unexpected(what);
       gen = str(r->element[0]);
       const redisReply* ids = r->element[1];
-      const redisReply* vals = r->element[2];
-      for (size_t i = 0; i < ids->elements; ++i) {
-        if (ids->element[i]->type != REDIS_REPLY_STRING) conn_.unexpected(what);
-        std::string_view id = str(ids->element[i]);
-        if (vals->element[i]->type != REDIS_REPLY_STRING) corrupt(which == "r" ? "record" : "evidence", id, "no value");
-        fn(id, str(vals->element[i]));
-      }
+      pairs(ids, r->element[2], which == "r" ? "record" : "evidence", what, fn);
       if (ids->elements < kPage) return;
       start = "(";
       start += str(ids->element[ids->elements - 1]);
@@ -978,6 +1057,20 @@ class RedisStore final : public Store {
     append_key(key, st.record, st.digest);
     if (v.substr(1, n) != key || static_cast<uint8_t>(v[1 + n]) != static_cast<uint8_t>(st.record.outcome))
       corrupt("record", id, "order key does not match the record");
+  }
+
+  // An evidence field (pcs_id 0x00 digest) and its value (be64 detected_at ‖ V).
+  void decode_evidence(std::string_view field, std::string_view v, Evidence& ev) {
+    size_t nul = field.find('\0');
+    if (nul == std::string_view::npos || v.size() < 8) corrupt("evidence", field.substr(0, nul), "bad field or value");
+    std::string_view id = field.substr(0, nul);
+    Stored st;
+    decode_value(id, v.substr(8), st);
+    if (field.substr(nul + 1) != std::string_view(reinterpret_cast<const char*>(st.digest.data()), st.digest.size()))
+      corrupt("evidence", id, "digest does not match the field");
+    ev.record = std::move(st.record);
+    ev.digest = st.digest;
+    ev.detected_at = static_cast<int64_t>(get_be64(v));
   }
 
   Watermark parse_watermark(std::string_view source, std::string_view v) {

@@ -196,6 +196,7 @@ CREATE TABLE IF NOT EXISTS watermarks(
 )";
 
 constexpr const char* kRecordColumns = "pcs_id, tenant_id, outcome, ts, region, params, payload, digest";
+constexpr const char* kEvidenceColumns = "pcs_id, tenant_id, outcome, ts, region, params, payload, digest, detected_at";
 
 Stored read_stored(const Stmt& s) {
   Stored st;
@@ -208,6 +209,12 @@ Stored read_stored(const Stmt& s) {
   st.record.payload = s.col_opt_text(6);
   st.digest = s.col_digest(7);
   return st;
+}
+
+// A row of kEvidenceColumns.
+Evidence read_evidence(const Stmt& s) {
+  Stored st = read_stored(s);
+  return Evidence{std::move(st.record), st.digest, s.col_i64(8)};
 }
 
 // Binds a record to parameters at+1 … at+8 (kRecordColumns' order).
@@ -268,11 +275,8 @@ class SqliteStore final : public Store {
   ApplyStats apply(std::span<const Record> records, const Watermark* advance) override {
     Tx tx(*this);
     std::unordered_map<std::string, Stored> current;
-    for (const std::string& id : distinct_ids(records)) {
-      get_.text(1, id);
-      if (get_.step()) current.emplace(id, read_stored(get_));
-      get_.reset();
-    }
+    for (const std::string& id : distinct_ids(records))
+      if (auto st = get(id)) current.emplace(id, std::move(*st));
     Plan p = plan(records, current, timeutil::now());
     for (const Stored& s : p.upserts) {
       bind_record(put_, s.record, s.digest);
@@ -282,7 +286,7 @@ class SqliteStore final : public Store {
     add_evidence(p.evidence);
     if (advance) write_watermark(*advance);
     tx.commit();
-    return p.stats;
+    return std::move(p.stats);
   }
 
   std::optional<Watermark> watermark(std::string_view source) override {
@@ -313,12 +317,32 @@ class SqliteStore final : public Store {
   }
 
   void scan_evidence(const std::function<void(const Evidence&)>& fn) override {
-    Stmt s(db_, "SELECT pcs_id, tenant_id, outcome, ts, region, params, payload, digest, detected_at FROM evidence "
-                "ORDER BY pcs_id, digest");
-    while (s.step()) {
-      Stored st = read_stored(s);
-      fn(Evidence{std::move(st.record), st.digest, s.col_i64(8)});
+    Stmt s(db_, fmt::format("SELECT {} FROM evidence ORDER BY pcs_id, digest", kEvidenceColumns).c_str());
+    while (s.step()) fn(read_evidence(s));
+  }
+
+  // One read transaction (one snapshot), a lookup by primary key per id.
+  std::vector<Evidence> evidence(std::span<const std::string> pcs_ids) override {
+    std::vector<Evidence> out;
+    if (pcs_ids.empty()) return out;
+    Tx tx(*this, "BEGIN");
+    for (std::string_view id : distinct_ids(pcs_ids)) {
+      evidence_of_.text(1, id);
+      while (evidence_of_.step()) out.push_back(read_evidence(evidence_of_));
+      evidence_of_.reset();
     }
+    tx.commit();
+    return out;
+  }
+
+  std::vector<Stored> lookup(std::span<const std::string> pcs_ids) override {
+    std::vector<Stored> out;
+    if (pcs_ids.empty()) return out;
+    Tx tx(*this, "BEGIN");
+    for (std::string_view id : distinct_ids(pcs_ids))
+      if (auto st = get(id)) out.push_back(std::move(*st));
+    tx.commit();
+    return out;
   }
 
   uint64_t count() override {
@@ -385,10 +409,11 @@ class SqliteStore final : public Store {
   }
 
  private:
-  // BEGIN IMMEDIATE … COMMIT, rolled back if not committed.
+  // BEGIN IMMEDIATE (a writer) or BEGIN (a reader) … COMMIT, rolled back if not
+  // committed.
   class Tx {
    public:
-    explicit Tx(SqliteStore& s) : s_(s) { s_.db_.exec("BEGIN IMMEDIATE"); }
+    explicit Tx(SqliteStore& s, const char* begin = "BEGIN IMMEDIATE") : s_(s) { s_.db_.exec(begin); }
     ~Tx() {
       if (!done_) sqlite3_exec(s_.db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
     }
@@ -433,12 +458,23 @@ class SqliteStore final : public Store {
     evidence_ = Stmt(db_,
                      "INSERT OR IGNORE INTO evidence(pcs_id, tenant_id, outcome, ts, region, params, payload, digest, "
                      "detected_at) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)");
+    evidence_of_ =
+        Stmt(db_, fmt::format("SELECT {} FROM evidence WHERE pcs_id = ?1 ORDER BY digest", kEvidenceColumns).c_str());
     watermark_ = Stmt(db_, "INSERT OR REPLACE INTO watermarks(source, sequence, digest, updated) VALUES(?1,?2,?3,?4)");
     unmark_ = Stmt(db_, "DELETE FROM watermarks WHERE source = ?1");
   }
 
   void finalize_statements() {
-    for (Stmt* s : {&get_, &put_, &insert_, &evidence_, &watermark_, &unmark_}) *s = Stmt();
+    for (Stmt* s : {&get_, &put_, &insert_, &evidence_, &evidence_of_, &watermark_, &unmark_}) *s = Stmt();
+  }
+
+  // The stored winner of a pcs_id.
+  std::optional<Stored> get(std::string_view id) {
+    get_.text(1, id);
+    std::optional<Stored> st;
+    if (get_.step()) st = read_stored(get_);
+    get_.reset();
+    return st;
   }
 
   void add_evidence(std::span<const Evidence> ev) {
@@ -474,7 +510,7 @@ class SqliteStore final : public Store {
 
   Db db_;
   bool scratch_;
-  Stmt get_, put_, insert_, evidence_, watermark_, unmark_;
+  Stmt get_, put_, insert_, evidence_, evidence_of_, watermark_, unmark_;
 };
 
 }  // namespace

@@ -13,6 +13,7 @@ ApplyStats& ApplyStats::operator+=(const ApplyStats& o) {
   replaced += o.replaced;
   later += o.later;
   conflicts += o.conflicts;
+  conflict_ids.insert(conflict_ids.end(), o.conflict_ids.begin(), o.conflict_ids.end());
   return *this;
 }
 
@@ -70,6 +71,13 @@ std::vector<std::string> distinct_ids(std::span<const Record> records) {
   return ids;
 }
 
+std::vector<std::string_view> distinct_ids(std::span<const std::string> ids) {
+  std::vector<std::string_view> out(ids.begin(), ids.end());
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
 Plan plan(std::span<const Record> records, std::unordered_map<std::string, Stored>& current, int64_t now) {
   Plan p;
   std::unordered_map<std::string, size_t> upsert_at;  // pcs_id → index in p.upserts
@@ -92,6 +100,7 @@ Plan plan(std::span<const Record> records, std::unordered_map<std::string, Store
       Stored& cur = it->second;
       if (cur.record.outcome != r.outcome) {
         ++p.stats.conflicts;
+        p.stats.conflict_ids.push_back(r.pcs_id);
         evidence(cur.record, cur.digest);
         evidence(r, d);
       }
@@ -109,6 +118,9 @@ Plan plan(std::span<const Record> records, std::unordered_map<std::string, Store
       else p.upserts[u->second] = it->second;
     }
   }
+  std::vector<std::string>& ids = p.stats.conflict_ids;
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
   return p;
 }
 

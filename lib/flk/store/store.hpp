@@ -8,7 +8,8 @@
 // store that has seen the same records holds the same winners, whatever the order,
 // batching or duplication of delivery. A record whose outcome differs from the stored
 // winner's is a conflict: the winner is kept or installed by the rule, and both
-// records are kept as evidence.
+// records are kept as evidence. apply() names the pcs_ids it found conflicts for
+// (ApplyStats::conflict_ids), and evidence() returns the records of those conflicts.
 //
 // Thread safety: a Store object is used by one thread at a time. Several processes may
 // use one store; apply() is atomic (a transaction, or MULTI/EXEC / a Lua script).
@@ -53,12 +54,21 @@ struct Watermark {
   bool operator==(const Watermark&) const = default;
 };
 
+// What one apply() did. Each record counts in exactly one of inserted, duplicates,
+// replaced and later; conflicts counts again those of them (replaced or later) whose
+// outcome differed from the winner's at that point — the stored winner's, or that of
+// an earlier record of the same batch that had become the winner.
 struct ApplyStats {
   uint64_t inserted = 0;    // records for a pcs_id new to the store
-  uint64_t duplicates = 0;  // records identical (same digest) to the stored winner
+  uint64_t duplicates = 0;  // records identical (same digest) to the winner
   uint64_t replaced = 0;    // records that are an earlier write and became the winner
   uint64_t later = 0;       // records that are a later write (not the winner)
-  uint64_t conflicts = 0;   // records whose outcome differed from the stored winner's
+  uint64_t conflicts = 0;   // records whose outcome differed from the winner's
+  // The distinct pcs_ids of the records counted in `conflicts`, sorted bytewise; their
+  // records are in evidence(). Empty (no allocation) when there was no conflict.
+  std::vector<std::string> conflict_ids;
+  // Adds the counts and appends o.conflict_ids (so a sum over several calls is only
+  // sorted and distinct per call).
   ApplyStats& operator+=(const ApplyStats& o);
 };
 
@@ -87,6 +97,14 @@ class Store {
   virtual void scan(const std::function<void(const Stored&)>& fn) = 0;
   // All evidence in (pcs_id, digest) order.
   virtual void scan_evidence(const std::function<void(const Evidence&)>& fn) = 0;
+  // The evidence kept for the given pcs_ids (any order; repeats count once), in
+  // (pcs_id, digest) order: both sides of every conflict ever found for them, e.g. for
+  // an ApplyStats' conflict_ids. An id without evidence adds nothing. One statement per
+  // id (sqlite), one per 10,000 ids (postgres), one script call per 10,000 ids (redis).
+  virtual std::vector<Evidence> evidence(std::span<const std::string> pcs_ids) = 0;
+  // The stored winners of the given pcs_ids (any order; repeats count once), in pcs_id
+  // order; an id not stored adds nothing. The lookup apply() makes of its batch.
+  virtual std::vector<Stored> lookup(std::span<const std::string> pcs_ids) = 0;
   virtual uint64_t count() = 0;
 
   // Loads winners into this store, which must be empty: `next` fills its argument and
@@ -129,7 +147,8 @@ hash::Digest content_digest(Store& s);
 // plan() applies `records` in order to `current` (pcs_id → stored winner, loaded by
 // the back end for the pcs_ids of the batch; absent = not stored), updating it, and
 // returns what to write: the new winners (one per pcs_id whose winner changed) and the
-// evidence to add. `now` stamps the evidence.
+// evidence to add, and the statistics (conflict_ids included). `now` stamps the
+// evidence.
 struct Plan {
   std::vector<Stored> upserts;
   std::vector<Evidence> evidence;
@@ -139,6 +158,8 @@ Plan plan(std::span<const Record> records, std::unordered_map<std::string, Store
 
 // The distinct pcs_ids of a batch (for the back end to load).
 std::vector<std::string> distinct_ids(std::span<const Record> records);
+// The distinct ids of evidence()'s and lookup()'s argument, sorted bytewise (views into it).
+std::vector<std::string_view> distinct_ids(std::span<const std::string> ids);
 
 // Schema version this build writes and understands (all back ends).
 constexpr int kSchemaVersion = 1;
