@@ -35,10 +35,11 @@ check_synopsis() {
 @test "flk-ship: --help matches flk-ship(1)" { check_synopsis flk-ship; }
 @test "flk-serve: --help matches flk-serve(1)" { check_synopsis flk-serve; }
 @test "flk-read: --help matches flk-read(1)" { check_synopsis flk-read; }
+@test "flk-health: --help matches flk-health(1)" { check_synopsis flk-health; }
 
 @test "usage errors exit 64 with the tool's name and a hint" {
   local tool
-  for tool in flk-ship flk-serve flk-read flk-watermark; do
+  for tool in flk-ship flk-serve flk-read flk-watermark flk-health; do
     run --separate-stderr "$tool" --no-such-option
     assert_status 64
     [[ $stderr == "$tool: error: "* ]]

@@ -153,6 +153,25 @@ class HttpTransport final : public Transport {
     return d;
   }
 
+  Health health() override {
+    Request rq;
+    prepare(rq, base_ + "/healthz", false);
+    Health h;
+    h.status = perform(rq, "GET");
+    h.ok = *h.status == 200;
+    if (!h.ok) {
+      std::string why = rq.body.substr(0, 300);
+      try {
+        auto j = nlohmann::json::parse(rq.body);
+        if (j.contains("error")) why = j["error"].get<std::string>();
+      } catch (const std::exception&) {
+      }
+      while (!why.empty() && (why.back() == '\n' || why.back() == '\r')) why.pop_back();
+      h.detail = fmt::format("GET '{}': {} {}", mask_userinfo(rq.url), *h.status, why);
+    }
+    return h;
+  }
+
   std::string describe() const override { return shown_; }
   void interrupt() override { interrupted_ = true; }
 
@@ -172,8 +191,9 @@ class HttpTransport final : public Transport {
     return fmt::format("{}{}/segments/{}/{}/{}", base_, kApiPrefix, a.source, a.target, a.sequence);
   }
 
-  // Sets up the handle for one request (rq must stay where it is until perform()).
-  void prepare(Request& rq, std::string url) {
+  // Sets up the handle for one request (rq must stay where it is until perform());
+  // the bearer token is presented unless !with_token.
+  void prepare(Request& rq, std::string url, bool with_token = true) {
     if (interrupted_) fail(Code::temp_fail, "{}: interrupted", shown_);
     rq.url = std::move(url);
     rq.curl = curl_;
@@ -202,7 +222,7 @@ class HttpTransport final : public Transport {
     curl_easy_setopt(curl_, CURLOPT_WRITEFUNCTION, &HttpTransport::write_cb);
     curl_easy_setopt(curl_, CURLOPT_HEADERFUNCTION, &HttpTransport::header_cb);
     curl_easy_setopt(curl_, CURLOPT_USERAGENT, "flk/" FLK_VERSION);
-    if (!options_.token.empty()) rq.headers.add("Authorization: Bearer " + options_.token);
+    if (with_token && !options_.token.empty()) rq.headers.add("Authorization: Bearer " + options_.token);
   }
 
   // Runs the request; returns the HTTP status. Transport failures throw.

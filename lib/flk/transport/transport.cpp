@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstring>
 
 #include <fmt/format.h>
 
@@ -62,6 +63,17 @@ class FileTransport final : public Transport {
     return d ? *d : wal::file_digest(dest);
   }
 
+  Health health() override {
+    check();
+    Health h;
+    std::error_code ec;
+    if (!stdfs::is_directory(dir_, ec)) h.detail = fmt::format("mailbox '{}' is not a directory", dir_.string());
+    else if (::access(dir_.c_str(), W_OK | X_OK) != 0)
+      h.detail = fmt::format("mailbox '{}' is not writable: {}", dir_.string(), std::strerror(errno));
+    else h.ok = true;
+    return h;
+  }
+
   std::optional<stdfs::path> local_path(const Address& a) override {
     check_address(a);
     return segment_path(dir_, a);
@@ -94,6 +106,7 @@ class StreamTransport final : public Transport {
   std::vector<std::pair<std::string, std::string>> streams() override { unsupported(); }
   hash::Digest get(const Address&, const stdfs::path&) override { unsupported(); }
   void report_applied(std::string_view, std::string_view, const Applied&) override { unsupported(); }
+  Health health() override { unsupported(); }
   std::string describe() const override { return "-"; }
   void interrupt() override {}
 

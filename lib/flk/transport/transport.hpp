@@ -44,6 +44,13 @@ struct Options {
   timeutil::Nanos operation_timeout = 0;
 };
 
+// What a peer's health check found (Transport::health).
+struct Health {
+  bool ok = false;
+  std::optional<long> status;  // the HTTP status (http/https only)
+  std::string detail;          // why not ok: the peer's own words where it gave any
+};
+
 class Transport {
  public:
   virtual ~Transport() = default;
@@ -63,6 +70,12 @@ class Transport {
   // Applied); the source learns it from head(). http/https: only the target region
   // may report on a stream.
   virtual void report_applied(std::string_view source, std::string_view target, const Applied& a) = 0;
+
+  // Whether the peer can take segments now (flk-health(1)). http/https: GET /healthz,
+  // without the token (the TLS settings apply); any HTTP status is a result, a peer
+  // that cannot be reached throws as for any operation. file://: the mailbox directory
+  // must exist and be writable. "-": Error(usage).
+  virtual Health health() = 0;
 
   // Where a segment can be read in place, without get() (file:// only).
   virtual std::optional<std::filesystem::path> local_path(const Address&) { return std::nullopt; }
