@@ -70,12 +70,18 @@ serve:
   auto multi = config::parse("region: us-east-1\ncrr:\n  replicationMode: multi-way\n  peers: [us-west-2, eu-west-1]\n", "x");
   CHECK(multi.targets().size() == 2);
   CHECK(config::parse("", "empty").paths.wal == "/var/lib/flk/wal");
+  auto dv = config::parse("diverge:\n  stores:\n    us-west-2: postgres://h/db\n    eu-west-1: redis://h:6379/0\n", "x");
+  CHECK(dv.diverge.stores == std::map<std::string, std::string>{{"eu-west-1", "redis://h:6379/0"},
+                                                                {"us-west-2", "postgres://h/db"}});
 }
 
 TEST_CASE("every kind of bad file names file, line and key") {
   CHECK(config_error("region: us-east-1\nregoin: x\n") ==
-        "invalid configuration 'flk.yaml': line 2: key 'regoin': unknown key (expected one of: crr, dedup, paths, "
-        "region, serve, wal)");
+        "invalid configuration 'flk.yaml': line 2: key 'regoin': unknown key (expected one of: crr, dedup, diverge, "
+        "paths, region, serve, wal)");
+  CHECK(config_error("diverge:\n  stores:\n    us-west-2: mysql://x\n")
+            .find("line 3: key 'diverge.stores.us-west-2': unsupported store URL 'mysql://x'") != std::string::npos);
+  CHECK(config_error("diverge:\n  stores:\n    US: sqlite:///x\n").find("invalid region name 'US'") != std::string::npos);
   CHECK(config_error("region: us-east-1\ncrr:\n  retry:\n    deadline: soon\n")
             .find("invalid configuration 'flk.yaml': line 4: key 'crr.retry.deadline': invalid duration 'soon'") == 0);
   CHECK(config_error("region: US_EAST\n").find("line 1: key 'region': invalid region name 'US_EAST'") != std::string::npos);

@@ -46,6 +46,14 @@ struct Walker {
     return n.as<std::string>();
   }
 
+  // A dedup store URL of a scheme flk knows (store.hpp).
+  std::string store_url(const YAML::Node& n, const std::string& key) const {
+    std::string url = str(n, key);
+    for (const char* scheme : {"sqlite://", "postgres://", "postgresql://", "redis://"})
+      if (url.rfind(scheme, 0) == 0) return url;
+    bad(n, key, fmt::format("unsupported store URL '{}' (sqlite:///path, postgres://…, redis://host:port/db)", url));
+  }
+
   bool boolean(const YAML::Node& n, const std::string& key) const {
     if (!n.IsScalar()) bad(n, key, "must be true or false");
     bool b;
@@ -136,7 +144,8 @@ Config parse(const std::string& text, const std::string& name) {
   if (root.IsNull()) return c;  // an empty file: all defaults
   Walker w{name};
   YAML::Node mode_node, region_node, source_node;
-  w.map(root, "", {"region", "paths", "wal", "dedup", "crr", "serve"}, [&](const std::string& key, const YAML::Node& v) {
+  w.map(root, "", {"region", "paths", "wal", "dedup", "crr", "serve", "diverge"},
+        [&](const std::string& key, const YAML::Node& v) {
     if (key == "region") {
       c.region = w.region(v, key);
       region_node = v;
@@ -159,14 +168,15 @@ Config parse(const std::string& text, const std::string& name) {
         else c.wal.segment_age = w.duration(x, k);
       });
     } else if (key == "dedup") {
-      w.map(v, key, {"url"}, [&](const std::string& k, const YAML::Node& x) {
-        c.dedup.url = w.str(x, k);
-        bool known = false;
-        for (const char* scheme : {"sqlite://", "postgres://", "postgresql://", "redis://"})
-          known = known || c.dedup.url.rfind(scheme, 0) == 0;
-        if (!known)
-          w.bad(x, k, fmt::format("unsupported store URL '{}' (sqlite:///path, postgres://…, redis://host:port/db)",
-                                  c.dedup.url));
+      w.map(v, key, {"url"}, [&](const std::string& k, const YAML::Node& x) { c.dedup.url = w.store_url(x, k); });
+    } else if (key == "diverge") {
+      w.map(v, key, {"stores"}, [&](const std::string& k, const YAML::Node& x) {
+        if (!x.IsMap()) w.bad(x, k, "must be a mapping of region → store URL");
+        for (const auto& kv : x) {
+          std::string region = kv.first.as<std::string>();
+          if (!valid_region(region)) w.bad(kv.first, k + "." + region, fmt::format("invalid region name '{}'", region));
+          c.diverge.stores[region] = w.store_url(kv.second, k + "." + region);
+        }
       });
     } else if (key == "crr") {
       w.map(v, key,

@@ -74,6 +74,12 @@ struct Config {
     std::map<std::string, std::string> tokens;  // peer region → token file
   } serve;
 
+  // flk-diverge: the dedup stores of the regions to compare (this region's defaults to
+  // dedup.url).
+  struct {
+    std::map<std::string, std::string> stores;
+  } diverge;
+
   // The regions this region ships to, from the mode: targetRegions, peers, or the
   // union of the policies' targets.
   std::vector<std::string> targets() const;

@@ -620,7 +620,9 @@ Summary run(const Options& o, const std::function<void(const Difference&)>& on_d
     std::vector<Record> batch;
     auto flush = [&] {
       if (batch.empty()) return;
-      sum.applied += live->apply(batch, nullptr);
+      store::ApplyStats st = live->apply(batch, nullptr);
+      st.conflict_ids.clear();  // only the counts are reported: do not keep every id
+      sum.applied += st;
       batch.clear();
     };
     // Applied in batches as they are read: a damaged segment stops the merge part way,

@@ -105,4 +105,9 @@ bool is_zero(const Digest& d) {
 
 uint64_t xxh3_64(const void* data, size_t n) { return XXH3_64bits(data, n); }
 
+std::pair<uint64_t, uint64_t> xxh3_128(const void* data, size_t n) {
+  XXH128_hash_t h = XXH3_128bits(data, n);
+  return {h.high64, h.low64};
+}
+
 }  // namespace flk::hash

@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
 
 namespace flk::hash {
 
@@ -38,5 +39,7 @@ bool from_hex(std::string_view hex, Digest& out);
 bool is_zero(const Digest& d);
 
 uint64_t xxh3_64(const void* data, size_t n);
+// XXH3-128 as (high, low) halves.
+std::pair<uint64_t, uint64_t> xxh3_128(const void* data, size_t n);
 
 }  // namespace flk::hash

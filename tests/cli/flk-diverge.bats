@@ -1,0 +1,307 @@
+#!/usr/bin/env bats
+# flk-diverge (DESIGN.md §1, §5): divergence between regions' dedup stores, found by a
+# streaming merge of the stores, logged to the WORM ledger, reconciled by first write
+# wins — on real deployments (deploy_helpers: WAL, SQLite store, mailbox, flk-serve with
+# tokens per region, on loopback), with a real split-brain: the link between the regions
+# cut (their endpoints point at a closed port), both writing the same pcs_ids.
+
+load deploy_helpers
+
+setup() {
+  read_setup
+}
+
+teardown() {
+  read_teardown
+}
+
+# dv R ARGS…: flk-diverge with R's configuration (bats run).
+dv() {
+  local r=$1
+  shift
+  run --separate-stderr flk-diverge --config "$(cfg_of "$r")" "$@"
+}
+
+# stores_of R…: --store R=URL for each region.
+stores_of() {
+  local r
+  for r in "$@"; do printf -- '--store\n%s=%s\n' "$r" "$(store_of "$r")"; done
+}
+
+# cut_link R: R's endpoints point at a closed port (its shipper cannot reach a peer).
+cut_link() {
+  local port
+  port=$(closed_port)
+  sed -i "s|url: \"http://127.0.0.1:[0-9]*\"|url: \"http://127.0.0.1:$port\"|" "$(cfg_of "$1")"
+}
+heal_link() { region_config "$1"; }
+
+# kinds: "KIND PCS_ID" of the scan output, sorted.
+kinds() { jq -r '"\(.kind) \(.pcs_id)"' <<<"$output" | sort; }
+
+@test "split-brain: scan finds exactly the conflicting and the missing pcs_ids, reconcile converges, replay changes nothing, the ledger verifies" {
+  deploy $EAST $WEST
+  write_in $EAST 100 east
+  write_in $WEST 100 west
+  ship_all
+  read_all
+  local worm=$BATS_TEST_TMPDIR/worm.jsonl
+  mapfile -t S < <(stores_of $EAST $WEST)
+  dv $EAST scan "${S[@]}" --worm "$worm"
+  assert_status 0
+  assert_equal "$output" "" "findings before the partition"
+
+  # The partition: both regions accept writes for the same pcs_ids, with other outcomes.
+  cut_link $EAST
+  cut_link $WEST
+  shared_in $EAST 30
+  shared_in $WEST 30
+  write_in $EAST 20 parted 1001
+  run --separate-stderr flk-ship --config "$(cfg_of $EAST)" --once --deadline 1s
+  assert_status 75
+
+  dv $EAST scan "${S[@]}" --worm "$worm" --metrics-file "$BATS_TEST_TMPDIR/dv.prom"
+  assert_status 1
+  local expected
+  expected=$( (for i in $(seq 1 30); do printf 'conflict shared-%06d\n' "$i"; done
+    for i in $(seq 1001 1020); do printf 'missing parted-%06d\n' "$i"; done) | sort)
+  assert_equal "$(kinds)" "$expected" "findings"
+  jq -e -s 'map(select(.kind == "missing") | .regions["us-west-2"] == null) | all' <<<"$output"
+  jq -e -s 'map(select(.kind == "conflict") | .regions["us-east-1"].outcome == "accepted" and .regions["us-west-2"].outcome == "rejected") | all' <<<"$output"
+  grep -qx 'flk_crr_divergence_count{kind="conflict"} 30' "$BATS_TEST_TMPDIR/dv.prom"
+  grep -qx 'flk_crr_divergence_count{kind="missing"} 20' "$BATS_TEST_TMPDIR/dv.prom"
+  assert_equal "$(wc -l <"$worm")" 50 "ledger lines after the first scan"
+
+  # Scanning again logs nothing new.
+  dv $EAST scan "${S[@]}" --worm "$worm"
+  assert_status 1
+  assert_equal "$(wc -l <"$worm")" 50 "ledger lines after a second scan"
+
+  # The dry run plans and changes nothing; --apply converges.
+  dv $EAST reconcile "${S[@]}" --worm "$worm"
+  assert_status 1
+  assert_equal "$(jq -s length <<<"$output")" 50 "plans"
+  jq -e -s 'map(select(.pcs_id | startswith("parted")) | .regions["us-west-2"] == "install" and .regions["us-east-1"] == "keep") | all' <<<"$output"
+  dv $EAST scan "${S[@]}" --no-worm
+  assert_status 1
+  dv $EAST reconcile "${S[@]}" --worm "$worm" --apply
+  assert_status 0
+  dv $EAST scan "${S[@]}" --worm "$worm"
+  assert_status 0
+  assert_equal "$output" "" "findings after reconcile"
+
+  # The winners are the first writes by (ts, region) of DESIGN.md §1: what a rebuild of
+  # every WAL decides, once the link is back and everything is shipped and replayed —
+  # which changes nothing further.
+  local before
+  before=$(flk-diverge digest --store "$(store_of $WEST)" | sha256sum)
+  heal_link $EAST
+  heal_link $WEST
+  ship_all
+  read_all
+  dv $EAST scan "${S[@]}" --worm "$worm"
+  assert_status 0
+  assert_equal "$(flk-diverge digest --store "$(store_of $WEST)" | sed 1d | sha256sum)" \
+    "$(flk-diverge digest --store "$(store_of $EAST)" | sed 1d | sha256sum)" "digests of the two stores"
+  verify_all
+
+  dv $EAST verify-log "$worm"
+  assert_status 0
+  jq -e '.ok == true and .lines == 100' <<<"$output"
+}
+
+@test "missing rows: found in the region that lost them, and flk-rebuild-dedup puts them back" {
+  deploy $EAST $WEST
+  write_in $EAST 200 east
+  write_in $WEST 100 west
+  ship_all
+  read_all
+  mapfile -t S < <(stores_of $EAST $WEST)
+  sqlite3 "$(rdir $WEST)/dedup.db" "DELETE FROM records WHERE pcs_id IN ('east-000007','east-000150','west-000042')"
+  dv $EAST scan "${S[@]}" --no-worm
+  assert_status 1
+  assert_equal "$(kinds)" "missing east-000007
+missing east-000150
+missing west-000042" "findings"
+  run --separate-stderr flk-rebuild-dedup --config "$(cfg_of $WEST)"
+  assert_status 0
+  dv $EAST scan "${S[@]}" --no-worm
+  assert_status 0
+}
+
+@test "selective replication: a tenant not routed to a region is not missing there; one that is, is" {
+  deploy $EAST $WEST $EU
+  write_in $EAST 100 east
+  # A selective configuration: tenant-1 goes to us-west-2 only, tenant-2 everywhere.
+  local cfg=$BATS_TEST_TMPDIR/selective.yaml
+  printf 'region: %s\ncrr:\n  enabled: true\n  replicationMode: selective\n  policies:\n' $EAST >"$cfg"
+  printf '    - {tenantID: tenant-1, targetRegions: [%s]}\n    - {tenantID: tenant-2, targetRegions: [%s, %s]}\n' \
+    $WEST $WEST $EU >>"$cfg"
+  # Only tenant-1 and tenant-2 records reach us-west-2, only tenant-2 reaches eu-west-1.
+  flk-wal cat --wal-dir "$(wal_of $EAST)" | jq -c 'select(.tenant_id == "tenant-1" or .tenant_id == "tenant-2")' \
+    >"$BATS_TEST_TMPDIR/west.jsonl"
+  jq -c 'select(.tenant_id == "tenant-2")' "$BATS_TEST_TMPDIR/west.jsonl" >"$BATS_TEST_TMPDIR/eu.jsonl"
+  flk-wal append --wal-dir "$BATS_TEST_TMPDIR/west-in" --region $EAST <"$BATS_TEST_TMPDIR/west.jsonl" >/dev/null
+  flk-wal append --wal-dir "$BATS_TEST_TMPDIR/eu-in" --region $EAST <"$BATS_TEST_TMPDIR/eu.jsonl" >/dev/null
+  flk-rebuild-dedup --region $EAST --wal-dir "$BATS_TEST_TMPDIR/west-in" --store "$(store_of $WEST)" --in-place --no-mailbox -q >/dev/null
+  flk-rebuild-dedup --region $EAST --wal-dir "$BATS_TEST_TMPDIR/eu-in" --store "$(store_of $EU)" --in-place --no-mailbox -q >/dev/null
+  run --separate-stderr flk-diverge --config "$cfg" scan --no-worm $(stores_of $EAST $WEST $EU)
+  assert_status 0
+  # Without the policies every tenant is expected everywhere: many "missing".
+  dv $EAST scan --no-worm $(stores_of $EAST $WEST $EU)
+  assert_status 1
+  assert_equal "$(jq -r .kind <<<"$output" | sort -u)" missing "kinds without policies"
+  assert_equal "$(jq -s length <<<"$output")" 80 "pcs_ids of tenants 0, 3, 4 (missing in two regions) and 1 (missing in eu-west-1)"
+  # A routed tenant's record lost in us-west-2 is missing there.
+  sqlite3 "$(rdir $WEST)/dedup.db" "DELETE FROM records WHERE pcs_id = 'east-000006'"
+  run --separate-stderr flk-diverge --config "$cfg" scan --no-worm $(stores_of $EAST $WEST $EU)
+  assert_status 1
+  assert_equal "$(kinds)" "missing east-000006" "findings with policies"
+}
+
+@test "digest and compare: 1,000,000 records, 10 planted conflicts: the differing buckets hold all 10, scan --buckets finds exactly them" {
+  local n=${FLK_TEST_DIVERGE_RECORDS:-1000000} d=$BATS_TEST_TMPDIR
+  mkdir -p "$d/a" "$d/b"
+  REGION=$EAST gen_records "$n" big | flk-wal append --wal-dir "$d/wal" --region $EAST --segment-bytes 64MiB >/dev/null
+  flk-rebuild-dedup --region $EAST --wal-dir "$d/wal" --store "sqlite://$d/a/dedup.db" --no-mailbox -q >/dev/null
+  cp "$d/a/dedup.db" "$d/b/dedup.db"
+  # 10 earlier writes with another outcome (gen_records gives i % 3 == 0 "accepted"), in
+  # region B only: conflicts that win there.
+  local ids=() i
+  for i in 9 1236 99999 123456 250002 500001 654321 777777 888888 999999; do ids+=("$(printf 'big-%06d' "$i")"); done
+  for i in "${ids[@]}"; do
+    printf '{"pcs_id":"%s","tenant_id":"tenant-0","outcome":"escalated","ts":"2026-11-25T00:00:00Z","region":"%s"}\n' "$i" $WEST
+  done | flk-wal append --wal-dir "$d/planted" --region $WEST >/dev/null
+  flk-rebuild-dedup --region $WEST --wal-dir "$d/planted" --store "sqlite://$d/b/dedup.db" --in-place --no-mailbox -q >/dev/null
+
+  flk-diverge digest --store "sqlite://$d/a/dedup.db" --region $EAST --output "$d/a.digest"
+  flk-diverge digest --store "sqlite://$d/b/dedup.db" --region $WEST --output "$d/b.digest"
+  jq -e --argjson n "$n" '.format == "flk-diverge-digest" and .records == $n and .buckets == 65536' <<<"$(head -1 "$d/a.digest")"
+  run --separate-stderr flk-diverge compare "$d/a.digest" "$d/b.digest"
+  assert_status 1
+  printf '%s\n' "$output" >"$d/buckets"
+  local nb
+  nb=$(wc -l <"$d/buckets")
+  ((nb >= 1 && nb <= 10))
+  # A digest is a few MB, a fraction of the stores'.
+  local dsize ssize
+  dsize=$(stat -c %s "$d/a.digest") ssize=$(stat -c %s "$d/a/dedup.db")
+  ((dsize * 20 < ssize))
+
+  run --separate-stderr flk-diverge scan --no-worm --store "$EAST=sqlite://$d/a/dedup.db" \
+    --store "$WEST=sqlite://$d/b/dedup.db" --buckets "@$d/buckets"
+  assert_status 1
+  assert_equal "$(kinds)" "$(printf 'conflict %s\n' "${ids[@]}" | sort)" "findings in the differing buckets"
+
+  # Equal stores: equal digests, compare exits 0.
+  flk-diverge digest --store "sqlite://$d/a/dedup.db" --region $EAST --output "$d/a2.digest"
+  run flk-diverge compare "$d/a.digest" "$d/a2.digest"
+  assert_status 0
+}
+
+@test "the ledger: an edited, deleted, reordered or truncated line fails verify-log (65) naming it" {
+  deploy $EAST $WEST
+  write_in $EAST 50 east
+  shared_in $EAST 12
+  shared_in $WEST 12
+  local worm=$BATS_TEST_TMPDIR/worm.jsonl
+  dv $EAST scan --worm "$worm" $(stores_of $EAST $WEST)
+  assert_status 1
+  assert_equal "$(wc -l <"$worm")" 62 "ledger lines"
+  dv $EAST verify-log "$worm"
+  assert_status 0
+  local head
+  head=$(jq -r .head <<<"$output")
+
+  local bad=$BATS_TEST_TMPDIR/bad.jsonl
+  sed '5s/"event":"divergence"/"event":"divergencE"/' "$worm" >"$bad"
+  dv $EAST verify-log "$bad"
+  assert_status 65
+  assert_stderr_has "flk-diverge: error: ledger '$bad': line 6"
+  sed '10d' "$worm" >"$bad"
+  dv $EAST verify-log "$bad"
+  assert_status 65
+  assert_stderr_has "line 10"
+  awk 'NR == 4 { held = $0; next } NR == 5 { print; print held; next } { print }' "$worm" >"$bad"
+  dv $EAST verify-log "$bad"
+  assert_status 65
+  assert_stderr_has "line 4"
+  head -c -20 "$worm" >"$bad"
+  dv $EAST verify-log "$bad"
+  assert_status 65
+  assert_stderr_has "line 62"
+  # Whole lines cut from the end: only a head kept elsewhere tells.
+  head -n 60 "$worm" >"$bad"
+  dv $EAST verify-log "$bad"
+  assert_status 0
+  dv $EAST verify-log "$bad" --head "$head"
+  assert_status 65
+  dv $EAST verify-log "$worm" --head "$head"
+  assert_status 0
+}
+
+@test "the ledger: two scans appending at once, many times, keep one chain" {
+  deploy $EAST $WEST $EU
+  shared_in $EAST 40
+  shared_in $WEST 40
+  shared_in $EU 40
+  local worm=$BATS_TEST_TMPDIR/worm.jsonl i p1 p2 p3
+  for i in $(seq 1 6); do
+    flk-diverge --config "$(cfg_of $EAST)" scan --worm "$worm" $(stores_of $EAST $WEST) >/dev/null &
+    p1=$!
+    flk-diverge --config "$(cfg_of $EAST)" scan --worm "$worm" $(stores_of $EAST $EU) >/dev/null &
+    p2=$!
+    flk-diverge --config "$(cfg_of $EAST)" scan --worm "$worm" $(stores_of $WEST $EU) >/dev/null &
+    p3=$!
+    wait $p1 $p2 $p3 || true # each exits 1: divergences found
+  done
+  dv $EAST verify-log "$worm"
+  assert_status 0
+  ((${#output} > 0))
+  jq -e '.lines >= 80' <<<"$output"
+}
+
+@test "stores on SQLite, PostgreSQL and Redis compare by content: equal digests, one planted difference found" {
+  [[ -n ${FLK_TEST_SERVERS-} ]] || skip "FLK_TEST_SERVERS is unset: no PostgreSQL or Redis (CTest's servers fixture)"
+  local d=$BATS_TEST_TMPDIR pg rd
+  REGION=$EAST gen_records 3000 x | flk-wal append --wal-dir "$d/wal" --region $EAST >/dev/null
+  pg=$(backend_url postgres) rd=$(backend_url redis)
+  local url
+  for url in "sqlite://$d/s.db" "$pg" "$rd"; do
+    flk-rebuild-dedup --region $EAST --wal-dir "$d/wal" --store "$url" --no-mailbox -q >/dev/null
+  done
+  assert_equal "$(flk-diverge digest --store "$pg" | sed 1d | sha256sum)" "$(flk-diverge digest --store "sqlite://$d/s.db" | sed 1d | sha256sum)" "PostgreSQL's digest"
+  assert_equal "$(flk-diverge digest --store "$rd" | sed 1d | sha256sum)" "$(flk-diverge digest --store "sqlite://$d/s.db" | sed 1d | sha256sum)" "Redis's digest"
+  run --separate-stderr flk-diverge scan --no-worm --store "a=sqlite://$d/s.db" --store "b=$pg" --store "c=$rd"
+  assert_status 0
+  printf '{"pcs_id":"x-000777","tenant_id":"t","outcome":"rejected","ts":"2026-11-20T00:00:00Z","region":"%s"}\n' $WEST |
+    flk-wal append --wal-dir "$d/p" --region $WEST >/dev/null
+  flk-rebuild-dedup --region $WEST --wal-dir "$d/p" --store "$rd" --in-place --no-mailbox -q >/dev/null
+  run --separate-stderr flk-diverge scan --no-worm --store "a=sqlite://$d/s.db" --store "b=$pg" --store "c=$rd"
+  assert_status 1
+  assert_equal "$(kinds)" "conflict x-000777" "findings"
+  jq -e '.regions.c.outcome == "rejected" and .regions.a.outcome == .regions.b.outcome' <<<"$output"
+}
+
+@test "usage and input errors: one store, a bad --store, a bad bucket list, a bad digest, no ledger" {
+  deploy $EAST $WEST
+  dv $EAST scan --store "$EAST=$(store_of $EAST)"
+  assert_status 64
+  assert_stderr_has "at least two regions"
+  dv $EAST scan --store nonsense --store "$WEST=$(store_of $WEST)"
+  assert_status 64
+  assert_stderr_has "expected REGION=URL"
+  dv $EAST scan --no-worm $(stores_of $EAST $WEST) --buckets 1,x
+  assert_status 64
+  assert_stderr_has "'x' is not a bucket number"
+  dv $EAST scan --no-worm $(stores_of $EAST $WEST) --buckets 70000
+  assert_status 64
+  echo 'garbage' >"$BATS_TEST_TMPDIR/g.digest"
+  dv $EAST compare "$BATS_TEST_TMPDIR/g.digest" "$BATS_TEST_TMPDIR/g.digest"
+  assert_status 65
+  assert_stderr_has "digest '$BATS_TEST_TMPDIR/g.digest': line 1"
+  dv $EAST verify-log "$BATS_TEST_TMPDIR/none.jsonl"
+  assert_status 66
+  dv $EAST scan --no-worm --store "$EAST=$(store_of $EAST)" --store "$WEST=mysql://x"
+  assert_status 78
+}
