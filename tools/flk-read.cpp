@@ -13,7 +13,7 @@ int main(int argc, char** argv) {
   flk::cli::Tool tool("flk-read", "flk-read: verify and replay what peers shipped into the local dedup store");
   CLI::App& app = tool.app();
   std::vector<std::string> sources;
-  std::string from, store_url, region, state_dir, token_file, ca_file, metrics_file, interval = "500ms",
+  std::string from, store_url, region, state_dir, token_file, ca_file, metrics_file, worm, interval = "500ms",
       timeout = "30s";
   bool once = false, follow = false;
   app.add_option("--source", sources, "replay this source region only (repeatable; default: every source that shipped here)")
@@ -41,6 +41,8 @@ int main(int argc, char** argv) {
                  "write the flk_crr_read_* metrics to FILE (atomically) after each pass, for node_exporter's textfile "
                  "collector")
       ->type_name("FILE");
+  app.add_option("--worm", worm, "append each conflict found to this WORM ledger (default: paths.worm when configured)")
+      ->type_name("FILE");
   app.add_option("--timeout", timeout, "a transfer that moves no byte this long fails (default 30s)")
       ->type_name("DURATION")
       ->check(flk::cli::duration_validator());
@@ -56,6 +58,8 @@ int main(int argc, char** argv) {
     o.store_url = store_url.empty() ? cfg.dedup.url : store_url;
     o.scratch = std::filesystem::path(state_dir.empty() ? cfg.paths.state : state_dir) / "read";
     if (!metrics_file.empty()) o.metrics_file = metrics_file;
+    if (!worm.empty()) o.worm = worm;
+    else if (cfg.paths.worm_set) o.worm = cfg.paths.worm;
     if (!token_file.empty()) o.transport.token = flk::transport::read_token_file(token_file);
     o.transport.ca_file = ca_file;
     o.transport.stall_timeout = flk::timeutil::parse_duration(timeout);

@@ -432,15 +432,22 @@ conflict_records() {
 
   # eu-west-1 first, then us-east-1: us-east-1 replaces the winners it wrote first —
   # 20 c-… (n%3==0) and 15 s-… (odd n); all 60 c-… are conflicts, the s-… are not.
-  run --separate-stderr rd $WEST "$STORE" --source $EU
+  local worm=$BATS_TEST_TMPDIR/worm.jsonl
+  run --separate-stderr rd $WEST "$STORE" --source $EU --worm "$worm"
   assert_status 0
   assert_equal "$(total records) $(total applied) $(total conflicts)" "90 90 0"
-  run --separate-stderr rd $WEST "$STORE" --source $EAST
+  run --separate-stderr rd $WEST "$STORE" --source $EAST --worm "$worm"
   assert_status 0
   assert_lines_shape
   assert_equal "$(total records) $(total applied) $(total later) $(total duplicates) $(total conflicts)" \
     "90 35 55 0 60" "us-east-1's records applied later duplicates conflicts"
   assert_store_equals $WEST "$STORE" "$MB"
+  # Each conflict is in the WORM ledger: its pcs_id, both records, the winner; the chain verifies.
+  assert_equal "$(jq -r .pcs_id "$worm" | sort)" "$(jq -r .pcs_id "$BATS_TEST_TMPDIR/east.jsonl" | grep '^c-' | sort)" "pcs_ids in the ledger"
+  jq -e -s 'map(.event == "conflict" and .source == "us-east-1" and (.records | length) == 2
+    and ([.records[].outcome] | sort) == ["accepted", "rejected"] and (.winner as $w | [.records[].digest] | index($w)) != null) | all' "$worm"
+  run --separate-stderr flk-diverge verify-log "$worm"
+  assert_status 0
   local digest=$DIGEST
 
   # The other order into another store: eu-west-1 replaces 40 + 15; the same content.

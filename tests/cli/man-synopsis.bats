@@ -39,7 +39,7 @@ check_synopsis() {
 
 @test "usage errors exit 64 with the tool's name and a hint" {
   local tool
-  for tool in flk-ship flk-serve flk-read flk-watermark flk-health; do
+  for tool in flk-ship flk-serve flk-read flk-watermark flk-diverge flk-health; do
     run --separate-stderr "$tool" --no-such-option
     assert_status 64
     [[ $stderr == "$tool: error: "* ]]
@@ -47,20 +47,31 @@ check_synopsis() {
   done
 }
 
-@test "flk-watermark: every subcommand's --help options are in flk-watermark(1)'s SYNOPSIS and OPTIONS, and only those" {
-  local sub help_opts man_opts o
-  help_opts=$(for sub in show set reset lag wait metrics; do
-    flk-watermark "$sub" --help | grep -oE -- '--[a-z][a-z-]*'
-  done; flk-watermark --help | grep -oE -- '--[a-z][a-z-]*')
+# check_subcommands TOOL SUB…: the options of `TOOL SUB --help` for every SUB (and of
+# `TOOL --help`) are exactly those of TOOL(1)'s SYNOPSIS, and OPTIONS describes each.
+check_subcommands() {
+  local tool=$1 sub help_opts man_opts o
+  shift
+  help_opts=$(for sub in "$@"; do
+    "$tool" "$sub" --help | grep -oE -- '--[a-z][a-z-]*'
+  done; "$tool" --help | grep -oE -- '--[a-z][a-z-]*')
   help_opts=$(grep -vx -e --quiet -e --verbose <<<"$help_opts" | sort -u)
-  man_opts=$(mandoc -Tascii "$FLK_SOURCE/man/flk-watermark.1" | col -b |
+  man_opts=$(mandoc -Tascii "$FLK_SOURCE/man/$tool.1" | col -b |
     sed -n '/^SYNOPSIS/,/^DESCRIPTION/p' | grep -oE -- '--[a-z][a-z-]*' | sort -u)
-  assert_equal "$man_opts" "$help_opts" "options of flk-watermark(1)'s SYNOPSIS (expected: those of the subcommands' --help)"
+  assert_equal "$man_opts" "$help_opts" "options of $tool(1)'s SYNOPSIS (expected: those of the subcommands' --help)"
   for o in $help_opts; do
     [[ $o == --help || $o == --version ]] && continue
-    mandoc -Tascii "$FLK_SOURCE/man/flk-watermark.1" | col -b | sed -n '/^OPTIONS/,/^[A-Z]/p' | grep -q -- "$o" ||
-      { echo "flk-watermark(1) OPTIONS does not describe $o" >&2; return 1; }
+    mandoc -Tascii "$FLK_SOURCE/man/$tool.1" | col -b | sed -n '/^OPTIONS/,/^[A-Z]/p' | grep -q -- "$o" ||
+      { echo "$tool(1) OPTIONS does not describe $o" >&2; return 1; }
   done
-  run --separate-stderr flk-watermark --version
+  run --separate-stderr "$tool" --version
   assert_status 0
+}
+
+@test "flk-watermark: every subcommand's --help options are in flk-watermark(1)'s SYNOPSIS and OPTIONS, and only those" {
+  check_subcommands flk-watermark show set reset lag wait metrics
+}
+
+@test "flk-diverge: every subcommand's --help options are in flk-diverge(1)'s SYNOPSIS and OPTIONS, and only those" {
+  check_subcommands flk-diverge scan reconcile digest compare verify-log
 }

@@ -156,7 +156,7 @@ Config parse(const std::string& text, const std::string& name) {
         if (k == "paths.wal") c.paths.wal = s;
         else if (k == "paths.mailbox") c.paths.mailbox = s;
         else if (k == "paths.state") c.paths.state = s;
-        else c.paths.worm = s;
+        else c.paths.worm = s, c.paths.worm_set = true;
       });
     } else if (key == "wal") {
       w.map(v, key, {"segmentBytes", "segmentAge"}, [&](const std::string& k, const YAML::Node& x) {

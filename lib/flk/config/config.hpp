@@ -42,6 +42,7 @@ struct Config {
     std::string mailbox = "/var/lib/flk/mailbox";
     std::string state = "/var/lib/flk/state";
     std::string worm = "/var/lib/flk/worm.jsonl";
+    bool worm_set = false;  // paths.worm was given (flk-read logs conflicts only then)
   } paths;
 
   struct {

@@ -26,6 +26,10 @@ Reader::Reader(ReadOptions o) : o_(std::move(o)) {
   for (const auto& s : o_.sources) check_region(s, "source region");
   if (o_.from != "-") tr_ = transport::open(o_.from, o_.transport);
   store_ = store::open(o_.store_url);
+  if (o_.worm) {
+    fs::make_dirs(stdfs::absolute(*o_.worm).parent_path());
+    ledger_.emplace(*o_.worm);
+  }
 }
 
 Reader::~Reader() = default;
@@ -68,6 +72,7 @@ bool Reader::apply_segment(const transport::Address& a, const stdfs::path& file,
 
   store::Watermark next{a.source, a.sequence, wal::chain_digest(h, got), timeutil::now()};
   store::ApplyStats st = store_->apply(records, &next);
+  if (ledger_ && !st.conflict_ids.empty()) log_conflicts(a, st.conflict_ids);
   SourceStats& ss = stats(a.source);
   ++ss.segments;
   ss.applied += st.inserted + st.replaced;
@@ -86,6 +91,42 @@ bool Reader::apply_segment(const transport::Address& a, const stdfs::path& file,
   j.close();
   o_.emit(line);
   return true;
+}
+
+void Reader::log_conflicts(const transport::Address& a, const std::vector<std::string>& ids) {
+  // The segment is applied (its watermark moved): a failure to log is said, loudly, and
+  // the conflicts stay as evidence in the store, where flk-diverge finds them again.
+  try {
+    std::map<std::string, std::vector<store::Evidence>> by_id;
+    for (auto& e : store_->evidence(ids)) by_id[e.record.pcs_id].push_back(std::move(e));
+    std::map<std::string, hash::Digest> winners;
+    for (const auto& w : store_->lookup(ids)) winners[w.record.pcs_id] = w.digest;
+    std::vector<std::string> entries;
+    for (const auto& id : ids) {
+      std::string e, records;
+      json::Object j(e);
+      j.str("event", "conflict").str("pcs_id", id).str("region", o_.region).str("source", a.source);
+      j.unum("sequence", a.sequence);
+      if (winners.count(id)) j.str("winner", hash::to_hex(winners[id]));
+      records += '[';
+      for (const auto& ev : by_id[id]) {
+        if (records.size() > 1) records += ',';
+        json::Object r(records);
+        r.str("outcome", outcome_name(ev.record.outcome)).str("ts", timeutil::format_rfc3339(ev.record.ts));
+        r.str("origin", ev.record.region).str("tenant_id", ev.record.tenant_id).str("digest", hash::to_hex(ev.digest));
+        r.close();
+      }
+      records += ']';
+      j.raw("records", records);
+      j.close();
+      entries.push_back(std::move(e));
+    }
+    ledger_->append_all(entries);
+  } catch (const Error& e) {
+    if (o_.error)
+      o_.error(fmt::format("source '{}' segment {}: {} conflict(s) applied but not logged to the WORM ledger: {}",
+                           a.source, a.sequence, ids.size(), e.what()));
+  }
 }
 
 Code Reader::read_source(const std::string& source) {

@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "flk/ledger/ledger.hpp"
 #include "flk/store/store.hpp"
 #include "flk/transport/mailbox.hpp"
 #include "flk/transport/transport.hpp"
@@ -35,6 +36,8 @@ struct ReadOptions {
   // counters live: STATE/read/.
   std::filesystem::path scratch;
   std::optional<std::filesystem::path> metrics_file;  // Prometheus text, rewritten after each pass
+  // The WORM ledger: each conflict found while applying is appended to it (ledger.hpp).
+  std::optional<std::filesystem::path> worm;
   std::function<void(const std::string&)> emit;  // one JSON line (no newline) per applied segment
   std::function<void(const std::string&)> error, info;
 };
@@ -69,6 +72,9 @@ class Reader {
   // Tells the mailbox where this region's replay of `source` stands, when it moved.
   void report_applied(const std::string& source);
   void write_metrics(bool force);
+  // Appends the conflicts a segment's apply found to the ledger, with every record kept
+  // as evidence for each pcs_id and the winner.
+  void log_conflicts(const transport::Address& a, const std::vector<std::string>& ids);
 
   Code read_source(const std::string& source);
   Code read_stream();
@@ -80,6 +86,7 @@ class Reader {
   ReadOptions o_;
   std::unique_ptr<transport::Transport> tr_;
   std::unique_ptr<store::Store> store_;
+  std::optional<ledger::Ledger> ledger_;
   std::atomic<bool> stop_{false};
   std::map<std::string, std::string> last_error_;  // per source, the error last reported
   std::map<std::string, SourceStats> stats_;
