@@ -32,7 +32,7 @@ demo: all
 
 lint:
 	mandoc -Tlint -Wwarning man/*.[157]
-	shellcheck scripts/*.sh bench/*.sh tests/cli/*.bash .ci/run
+	shellcheck -x scripts/*.sh scripts/lib/*.sh bench/*.sh tests/cli/*.bash .ci/run
 
 clean:
 	rm -rf $(BUILD)
