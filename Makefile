@@ -24,8 +24,9 @@ install: all
 	DESTDIR=$(DESTDIR) cmake --install $(BUILD) --prefix $(PREFIX)
 
 bench: all
-	if [ -z "$$FLK_BENCH_ONLY" ] || [ "$$FLK_BENCH_ONLY" != ship ]; then bench/run.sh $(BUILD); fi
+	if [ -z "$$FLK_BENCH_ONLY" ] || { [ "$$FLK_BENCH_ONLY" != ship ] && [ "$$FLK_BENCH_ONLY" != read ]; }; then bench/run.sh $(BUILD); fi
 	if [ -z "$$FLK_BENCH_ONLY" ] || [ "$$FLK_BENCH_ONLY" = ship ]; then bench/ship.sh $(BUILD); fi
+	if [ -z "$$FLK_BENCH_ONLY" ] || [ "$$FLK_BENCH_ONLY" = read ]; then bench/read.sh $(BUILD); fi
 
 demo: all
 	scripts/demo.sh $(BUILD)/bin
