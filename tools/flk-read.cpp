@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   std::string from, store_url, region, state_dir, token_file, ca_file, metrics_file, worm, interval = "500ms",
       timeout = "30s";
   bool once = false, follow = false;
+  size_t batch = 16384;
   app.add_option("--source", sources, "replay this source region only (repeatable; default: every source that shipped here)")
       ->type_name("REGION")
       ->check(flk::cli::region_validator());
@@ -43,6 +44,9 @@ int main(int argc, char** argv) {
       ->type_name("FILE");
   app.add_option("--worm", worm, "append each conflict found to this WORM ledger (default: paths.worm when configured)")
       ->type_name("FILE");
+  app.add_option("--batch", batch,
+                 "apply consecutive segments together until they hold N records (default 16384; 0: one by one)")
+      ->type_name("N");
   app.add_option("--timeout", timeout, "a transfer that moves no byte this long fails (default 30s)")
       ->type_name("DURATION")
       ->check(flk::cli::duration_validator());
@@ -60,6 +64,7 @@ int main(int argc, char** argv) {
     if (!metrics_file.empty()) o.metrics_file = metrics_file;
     if (!worm.empty()) o.worm = worm;
     else if (cfg.paths.worm_set) o.worm = cfg.paths.worm;
+    o.batch_records = batch;
     if (!token_file.empty()) o.transport.token = flk::transport::read_token_file(token_file);
     o.transport.ca_file = ca_file;
     o.transport.stall_timeout = flk::timeutil::parse_duration(timeout);

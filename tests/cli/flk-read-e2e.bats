@@ -183,7 +183,7 @@ teardown() {
   local ref t0 t_ms
   ref=$(sqlite_of $WEST reference)
   t0=$(date +%s%N)
-  rd $WEST "$ref" >/dev/null
+  rd $WEST "$ref" --batch 0 >/dev/null
   t_ms=$((($(date +%s%N) - t0) / 1000000))
   assert_store_equals $WEST "$ref" "$mb"
   local want=$DIGEST
@@ -197,7 +197,9 @@ teardown() {
   while ((round < 80)) && { ((done_at == 0)) || ((round < 10)); }; do
     round=$((round + 1))
     # flk-read itself, not a shell function's subshell: the kill must reach the reader.
-    flk-read --region $WEST --store "$store" --from "file://$mb" --state-dir "$(state_of $WEST)" --once \
+    # --batch 0: one transaction (and one line) per segment, so that kills land between
+    # commits and the lines tell where (batching commits the same way, several at once).
+    flk-read --region $WEST --store "$store" --from "file://$mb" --state-dir "$(state_of $WEST)" --once --batch 0 \
       >"$BATS_TEST_TMPDIR/round.out" 2>/dev/null &
     pid=$!
     d=$((2 + RANDOM % (span - 1)))
@@ -230,7 +232,7 @@ teardown() {
   local s all
   all=$(grep '^{.*}$' "$BATS_TEST_TMPDIR/all.out")
   for s in $EAST $EU; do
-    seqs "$s" "$all" | sort -n -c
+    seqs "$s" "$all" | sort -n -c || { echo "$s:" $(seqs "$s" "$all") >&2; grep -n . "$BATS_TEST_TMPDIR/all.out" | tail -40 >&2; return 1; }
     [[ -z $(seqs "$s" "$all" | uniq -d) ]]
   done
   (($(wc -l <<<"$all") + killed >= total))

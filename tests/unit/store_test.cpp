@@ -325,6 +325,40 @@ TEST_CASE("store: watermarks advance with the records, atomically") {
   }
 }
 
+TEST_CASE("store: apply_all() gives each batch the stats and the store the content of applies one by one") {
+  test::TempDir t;
+  // Three batches (segments) of one source, the second repeating and contradicting the first.
+  std::vector<Record> b1, b2, b3;
+  for (int i = 0; i < 300; ++i) b1.push_back(rec(fmt::format("p{:04}", i), Outcome::accepted, 100 + i));
+  for (int i = 250; i < 350; ++i) b2.push_back(rec(fmt::format("p{:04}", i), i % 2 ? Outcome::rejected : Outcome::accepted, 50 + i, "eu-west-1"));
+  b2.push_back(b2.front());
+  for (int i = 0; i < 10; ++i) b3.push_back(rec(fmt::format("p{:04}", i * 7), Outcome::accepted, 100 + i * 7));
+  Watermark w1{"us-east-1", 1, hash::sha256("1"), 1}, w2{"us-east-1", 2, hash::sha256("2"), 2},
+      w3{"us-east-1", 3, hash::sha256("3"), 3};
+  for (auto& [kind, url] : test::store_urls(t.path())) {
+    CAPTURE(kind);
+    auto one = store::open(url);
+    std::vector<ApplyStats> expected{one->apply(b1, &w1), one->apply(b2, &w2), one->apply(b3, &w3)};
+    auto together = store::open(test::store_urls(t.path()).front().second);  // a fresh SQLite store
+    auto all = together->apply_all(std::vector<Store::Batch>{{b1, &w1}, {b2, &w2}, {b3, &w3}});
+    REQUIRE(all.size() == 3);
+    for (size_t i = 0; i < 3; ++i) {
+      CAPTURE(i);
+      CHECK(all[i].inserted == expected[i].inserted);
+      CHECK(all[i].duplicates == expected[i].duplicates);
+      CHECK(all[i].replaced == expected[i].replaced);
+      CHECK(all[i].later == expected[i].later);
+      CHECK(all[i].conflicts == expected[i].conflicts);
+      CHECK(all[i].conflict_ids == expected[i].conflict_ids);
+    }
+    CHECK(expected[1].conflicts > 0);
+    CHECK(expected[2].duplicates == 10);
+    CHECK(contents(*together) == contents(*one));
+    CHECK(content_digest(*together) == content_digest(*one));
+    CHECK(*together->watermark("us-east-1") == w3);
+  }
+}
+
 TEST_CASE("store: a rebuild in a scratch store replaces the whole content at once") {
   test::TempDir t;
   for (auto& [kind, url] : test::store_urls(t.path())) {

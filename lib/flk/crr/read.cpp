@@ -39,28 +39,35 @@ void Reader::stop() {
   if (tr_) tr_->interrupt();
 }
 
-bool Reader::apply_segment(const transport::Address& a, const stdfs::path& file, const hash::Digest& declared,
-                           int64_t started) {
+bool Reader::verify_segment(const transport::Address& a, const stdfs::path& file, const hash::Digest& declared,
+                            int64_t started) {
   const std::string what = fmt::format("source '{}' segment {}", a.source, a.sequence);
-  std::optional<store::Watermark> wm = store_->watermark(a.source);
+  // Where the source stands: its last verified segment waiting in the batch, else the
+  // store's watermark.
+  std::optional<store::Watermark> wm;
+  for (auto it = batch_.rbegin(); it != batch_.rend() && !wm; ++it)
+    if (it->address.source == a.source) wm = it->watermark;
+  if (!wm) wm = store_->watermark(a.source);
   uint64_t have = wm ? wm->sequence : 0;
   if (a.sequence <= have) return false;  // applied before (a re-delivery): nothing to do
   if (a.sequence != have + 1)
     fail(Code::data, "source '{}': segment {} is missing (gap): replayed up to {}, the next one here is {}", a.source,
          have + 1, have, a.sequence);
 
-  std::vector<Record> records;
+  Verified v;
+  v.address = a;
+  v.started = started;
   wal::Header h;
   hash::Sha256 sha;
   try {
     wal::read_segment(
-        file, true, [&](const Record& r) { records.push_back(r); }, [&](const wal::Header& hh) { h = hh; }, &sha);
+        file, true, [&](const Record& r) { v.records.push_back(r); }, [&](const wal::Header& hh) { h = hh; }, &sha);
   } catch (const Error& e) {
     throw e.wrap(what);
   }
-  hash::Digest got = sha.finish();
-  if (got != declared)
-    fail(Code::data, "{}: SHA-256 {} does not match the {} declared for it", what, hash::to_hex(got),
+  v.sha256 = sha.finish();
+  if (v.sha256 != declared)
+    fail(Code::data, "{}: SHA-256 {} does not match the {} declared for it", what, hash::to_hex(v.sha256),
          hash::to_hex(declared));
   if (h.region != a.source) fail(Code::data, "{}: its header names region '{}'", what, h.region);
   if (h.sequence != a.sequence) fail(Code::data, "{}: its header names sequence {}", what, h.sequence);
@@ -69,28 +76,50 @@ bool Reader::apply_segment(const transport::Address& a, const stdfs::path& file,
          what, hash::to_hex(h.prev), have, hash::to_hex(wm->digest));
   if (have == 0 && a.sequence == 1 && !hash::is_zero(h.prev))
     fail(Code::data, "{}: segment 1 names a previous segment", what);
-
-  store::Watermark next{a.source, a.sequence, wal::chain_digest(h, got), timeutil::now()};
-  store::ApplyStats st = store_->apply(records, &next);
-  if (ledger_ && !st.conflict_ids.empty()) log_conflicts(a, st.conflict_ids);
-  SourceStats& ss = stats(a.source);
-  ++ss.segments;
-  ss.applied += st.inserted + st.replaced;
-  ss.duplicates += st.duplicates;
-  ss.later += st.later;
-  ss.conflicts += st.conflicts;
-  ss.dirty = true;
-
-  if (!o_.emit) return true;
-  std::string line;
-  json::Object j(line);
-  j.str("source", a.source).unum("sequence", a.sequence).unum("records", records.size());
-  j.unum("applied", st.inserted + st.replaced).unum("duplicates", st.duplicates).unum("later", st.later);
-  j.unum("conflicts", st.conflicts).str("sha256", hash::to_hex(got));
-  j.num("ms", (timeutil::monotonic_now() - started) / 1'000'000).str("time", timeutil::format_rfc3339(timeutil::now()));
-  j.close();
-  o_.emit(line);
+  v.watermark = {a.source, a.sequence, wal::chain_digest(h, v.sha256), timeutil::now()};
+  batch_records_ += v.records.size();
+  batch_.push_back(std::move(v));
+  if (batch_records_ >= o_.batch_records) flush();
   return true;
+}
+
+void Reader::flush() {
+  if (batch_.empty()) return;
+  std::vector<store::Store::Batch> batches;
+  for (const Verified& v : batch_) batches.push_back({v.records, &v.watermark});
+  std::vector<store::ApplyStats> stats;
+  try {
+    stats = store_->apply_all(batches);
+  } catch (...) {
+    batch_.clear();
+    batch_records_ = 0;
+    throw;
+  }
+  std::string now = timeutil::format_rfc3339(timeutil::now());
+  for (size_t i = 0; i < batch_.size(); ++i) {
+    const Verified& v = batch_[i];
+    const store::ApplyStats& st = stats[i];
+    if (ledger_ && !st.conflict_ids.empty()) log_conflicts(v.address, st.conflict_ids);
+    SourceStats& ss = this->stats(v.address.source);
+    ++ss.segments;
+    ss.applied += st.inserted + st.replaced;
+    ss.duplicates += st.duplicates;
+    ss.later += st.later;
+    ss.conflicts += st.conflicts;
+    ss.dirty = true;
+    if (ss.pending) --ss.pending;
+    if (!o_.emit) continue;
+    std::string line;
+    json::Object j(line);
+    j.str("source", v.address.source).unum("sequence", v.address.sequence).unum("records", v.records.size());
+    j.unum("applied", st.inserted + st.replaced).unum("duplicates", st.duplicates).unum("later", st.later);
+    j.unum("conflicts", st.conflicts).str("sha256", hash::to_hex(v.sha256));
+    j.num("ms", (timeutil::monotonic_now() - v.started) / 1'000'000).str("time", now);
+    j.close();
+    o_.emit(line);
+  }
+  batch_.clear();
+  batch_records_ = 0;
 }
 
 void Reader::log_conflicts(const transport::Address& a, const std::vector<std::string>& ids) {
@@ -143,8 +172,7 @@ Code Reader::read_source(const std::string& source) {
       int64_t started = timeutil::monotonic_now();
       transport::Address a{source, o_.region, e.sequence};
       if (auto local = tr_->local_path(a)) {
-        apply_segment(a, *local, e.sha256, started);
-        --ss.pending;
+        if (!verify_segment(a, *local, e.sha256, started) && ss.pending) --ss.pending;
         continue;
       }
       stdfs::path tmp = o_.scratch / fmt::format("{}-{}.wal", source, e.sequence);
@@ -156,9 +184,9 @@ Code Reader::read_source(const std::string& source) {
       if (declared != e.sha256)
         fail(Code::protocol, "{}: source '{}' segment {}: listed with SHA-256 {}, served with {}", tr_->describe(), source,
              e.sequence, hash::to_hex(e.sha256), hash::to_hex(declared));
-      apply_segment(a, tmp, declared, started);
-      --ss.pending;
+      if (!verify_segment(a, tmp, declared, started) && ss.pending) --ss.pending;
     }
+    flush();
     last_error_.erase(source);
     report_applied(source);
   } catch (const Error& e) {
@@ -172,6 +200,7 @@ Code Reader::read_source(const std::string& source) {
     ++ss.failures;
     ss.dirty = true;
     try {
+      flush();                 // the segments verified before the failure are sound
       report_applied(source);  // what was applied before the failure
     } catch (const Error&) {
     }
@@ -318,11 +347,17 @@ Code Reader::read_stream() {
         fs::Fd out = fs::Fd::open(tmp.string(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
         r.body([&](std::string_view b) { out.write_all(b); });
       }
-      apply_segment(a, tmp, s->sha256, started);
+      verify_segment(a, tmp, s->sha256, started);
     }
+    flush();
   } catch (const Error& e) {
     if (o_.error) o_.error(e.what());
     code = e.code();
+    try {
+      flush();  // the segments verified before the failure are sound
+    } catch (const Error& e2) {
+      if (o_.error) o_.error(e2.what());
+    }
   }
   ::unlink(tmp.c_str());
   for (auto& [source, ss] : stats_) {

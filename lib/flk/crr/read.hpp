@@ -38,6 +38,9 @@ struct ReadOptions {
   std::optional<std::filesystem::path> metrics_file;  // Prometheus text, rewritten after each pass
   // The WORM ledger: each conflict found while applying is appended to it (ledger.hpp).
   std::optional<std::filesystem::path> worm;
+  // Verified segments are applied together until they hold this many records (a
+  // backlog of small segments: few transactions); 0: each segment in its own.
+  size_t batch_records = 16384;
   std::function<void(const std::string&)> emit;  // one JSON line (no newline) per applied segment
   std::function<void(const std::string&)> error, info;
 };
@@ -78,10 +81,27 @@ class Reader {
 
   Code read_source(const std::string& source);
   Code read_stream();
-  // Verifies a segment file as `a` and applies it (emitting its JSON line); false when
-  // it had been applied before.
-  bool apply_segment(const transport::Address& a, const std::filesystem::path& file, const hash::Digest& declared,
-                     int64_t started);
+  // Verifies a segment file as `a` and adds it to the batch (applied by flush(), which
+  // emits its JSON line); false when it had been applied before.
+  bool verify_segment(const transport::Address& a, const std::filesystem::path& file, const hash::Digest& declared,
+                      int64_t started);
+  // Applies the batch of verified segments (Store::apply_all: in SQLite, one
+  // transaction), each segment's records with its watermark.
+  void flush();
+
+  // Verified segments wait in a batch until o_.batch_records records or the end of a
+  // pass: a backlog of small segments is applied with few transactions (each one
+  // rewrites every B-tree page its records touch), while one large segment, or a
+  // segment arriving alone, is applied at once.
+  struct Verified {
+    transport::Address address;
+    std::vector<Record> records;
+    store::Watermark watermark;
+    hash::Digest sha256{};
+    int64_t started = 0;
+  };
+  std::vector<Verified> batch_;
+  size_t batch_records_ = 0;
 
   ReadOptions o_;
   std::unique_ptr<transport::Transport> tr_;

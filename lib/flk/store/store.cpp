@@ -17,6 +17,12 @@ ApplyStats& ApplyStats::operator+=(const ApplyStats& o) {
   return *this;
 }
 
+std::vector<ApplyStats> Store::apply_all(std::span<const Batch> batches) {
+  std::vector<ApplyStats> out;
+  for (const Batch& b : batches) out.push_back(apply(b.records, b.advance));
+  return out;
+}
+
 std::string mask_url(std::string_view url) {
   size_t scheme = url.find("://");
   if (scheme == std::string_view::npos) return std::string(url);

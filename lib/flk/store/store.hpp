@@ -86,6 +86,17 @@ class Store {
   // changed.
   virtual ApplyStats apply(std::span<const Record> records, const Watermark* advance) = 0;
 
+  // Several applies in order, each as apply() would do it, returning each one's stats.
+  // A back end may commit them together (SQLite: one transaction, so that a page the
+  // batches share is written once, not once per batch); after a crash, a prefix of the
+  // batches is visible, each with its watermark, as if applied one by one. The default
+  // applies them one by one.
+  struct Batch {
+    std::span<const Record> records;
+    const Watermark* advance = nullptr;
+  };
+  virtual std::vector<ApplyStats> apply_all(std::span<const Batch> batches);
+
   virtual std::optional<Watermark> watermark(std::string_view source) = 0;
   // Every watermark, sorted by source.
   virtual std::vector<Watermark> watermarks() = 0;
