@@ -1,6 +1,7 @@
 #include "flk/diverge/digest.hpp"
 
 #include <charconv>
+#include <cstring>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -18,16 +19,22 @@ uint32_t bucket_of(std::string_view pcs_id, uint32_t buckets) {
   return static_cast<uint32_t>(hash::xxh3_64(pcs_id.data(), pcs_id.size()) % buckets);
 }
 
-void add(Digest& d, const store::Stored& s) {
-  const Record& r = s.record;
-  std::string buf;
-  buf.reserve(r.pcs_id.size() + r.region.size() + 11);
-  buf.append(r.pcs_id).push_back('\0');
-  buf.push_back(static_cast<char>(r.outcome));
-  for (int i = 0; i < 8; ++i) buf.push_back(static_cast<char>((static_cast<uint64_t>(r.ts) >> (8 * i)) & 0xff));
-  buf.append(r.region);
-  auto [hi, lo] = hash::xxh3_128(buf.data(), buf.size());
-  Bucket& b = d.b[bucket_of(r.pcs_id, d.buckets)];
+void add(Digest& d, const store::Store::KeyView& k) {
+  // pcs_id \0 outcome ts(8, little-endian) region, hashed from the stack when it fits.
+  char stack[512];
+  size_t n = k.pcs_id.size() + 10 + k.region.size();
+  std::string heap;
+  char* buf = stack;
+  if (n > sizeof stack) heap.resize(n), buf = heap.data();
+  char* p = buf;
+  std::memcpy(p, k.pcs_id.data(), k.pcs_id.size());
+  p += k.pcs_id.size();
+  *p++ = '\0';
+  *p++ = static_cast<char>(k.outcome);
+  for (int i = 0; i < 8; ++i) *p++ = static_cast<char>((static_cast<uint64_t>(k.ts) >> (8 * i)) & 0xff);
+  std::memcpy(p, k.region.data(), k.region.size());
+  auto [hi, lo] = hash::xxh3_128(buf, n);
+  Bucket& b = d.b[bucket_of(k.pcs_id, d.buckets)];
   ++b.count;
   b.lo += lo;
   b.hi += hi + (b.lo < lo ? 1 : 0);  // the carry
@@ -42,7 +49,7 @@ Digest digest_store(store::Store& s, uint32_t buckets, const std::string& region
   d.region = region;
   d.store = s.url();
   d.created = timeutil::now();
-  s.scan([&](const store::Stored& st) { add(d, st); });
+  s.scan_keys([&](const store::Store::KeyView& k) { add(d, k); });
   return d;
 }
 

@@ -52,7 +52,7 @@ struct Digest {
 };
 
 // Adds one stored winner to a digest (b sized to buckets).
-void add(Digest& d, const store::Stored& s);
+void add(Digest& d, const store::Store::KeyView& k);
 // The digest of a whole store (one scan; memory: the buckets).
 Digest digest_store(store::Store& s, uint32_t buckets, const std::string& region);
 

@@ -19,10 +19,51 @@ namespace flk::diverge {
 
 namespace {
 
-// One store's scan on a thread of its own, handed over in batches through a bounded
-// queue: the consumer sees the records in the store's (pcs_id) order.
+// The identifying fields of a batch of stored winners, packed into one arena (no
+// allocation per record; batches are recycled).
+struct KeyBatch {
+  struct Key {
+    uint32_t id, id_len, tenant, tenant_len, region, region_len;
+    Outcome outcome;
+    int64_t ts;
+    hash::Digest digest;
+  };
+  std::string arena;
+  std::vector<Key> keys;
+
+  void clear() {
+    arena.clear();
+    keys.clear();
+  }
+  void add(const store::Store::KeyView& k) {
+    auto put = [&](std::string_view v) {
+      auto at = static_cast<uint32_t>(arena.size());
+      arena.append(v);
+      return at;
+    };
+    Key e{};
+    e.id = put(k.pcs_id), e.id_len = static_cast<uint32_t>(k.pcs_id.size());
+    e.tenant = put(k.tenant_id), e.tenant_len = static_cast<uint32_t>(k.tenant_id.size());
+    e.region = put(k.region), e.region_len = static_cast<uint32_t>(k.region.size());
+    e.outcome = k.outcome;
+    e.ts = k.ts;
+    e.digest = k.digest;
+    keys.push_back(e);
+  }
+  std::string_view view(uint32_t at, uint32_t len) const { return {arena.data() + at, len}; }
+};
+
+// One store's key scan on a thread of its own, handed over in batches through a
+// bounded queue: the consumer sees the keys in the store's (pcs_id) order.
 class Cursor {
  public:
+  struct Head {
+    const KeyBatch* batch = nullptr;
+    const KeyBatch::Key* key = nullptr;
+    std::string_view id() const { return batch->view(key->id, key->id_len); }
+    explicit operator bool() const { return key != nullptr; }
+  };
+
   Cursor(store::Store& s, const std::vector<uint32_t>* buckets, uint32_t bucket_count)
       : buckets_(buckets), bucket_count_(bucket_count) {
     thread_ = std::thread([this, &s] { run(s); });
@@ -36,39 +77,48 @@ class Cursor {
     thread_.join();
   }
 
-  // The next record, nullptr at the end; rethrows the scan's error.
-  const store::Stored* next() {
-    while (pos_ >= cur_.size()) {
+  // The next key (valid until the next call), empty at the end; rethrows the scan's error.
+  Head next() {
+    while (!cur_ || pos_ >= cur_->keys.size()) {
       std::unique_lock lk(mu_);
+      if (cur_) free_.push_back(std::move(cur_));
       cv_.wait(lk, [&] { return !q_.empty() || done_; });
       if (q_.empty()) {
+        cv_.notify_all();
         if (error_) std::rethrow_exception(error_);
-        return nullptr;
+        return {};
       }
       cur_ = std::move(q_.front());
       q_.pop_front();
       pos_ = 0;
       cv_.notify_all();
     }
-    return &cur_[pos_++];
+    return {cur_.get(), &cur_->keys[pos_++]};
   }
 
  private:
   struct Stopped {};
-  static constexpr size_t kBatch = 2048, kDepth = 4;
+  static constexpr size_t kBatch = 4096, kDepth = 4;
+
+  std::unique_ptr<KeyBatch> take_free() {
+    std::lock_guard lk(mu_);
+    if (free_.empty()) return std::make_unique<KeyBatch>();
+    auto b = std::move(free_.back());
+    free_.pop_back();
+    b->clear();
+    return b;
+  }
 
   void run(store::Store& s) {
-    std::vector<store::Stored> batch;
-    batch.reserve(kBatch);
     try {
-      s.scan([&](const store::Stored& st) {
-        if (buckets_ && !std::binary_search(buckets_->begin(), buckets_->end(), bucket_of(st.record.pcs_id, bucket_count_)))
+      auto batch = take_free();
+      s.scan_keys([&](const store::Store::KeyView& k) {
+        if (buckets_ && !std::binary_search(buckets_->begin(), buckets_->end(), bucket_of(k.pcs_id, bucket_count_)))
           return;
-        batch.push_back(st);
-        if (batch.size() == kBatch) {
+        batch->add(k);
+        if (batch->keys.size() == kBatch) {
           push(std::move(batch));
-          batch = {};
-          batch.reserve(kBatch);
+          batch = take_free();
         }
       });
       push(std::move(batch));
@@ -84,7 +134,7 @@ class Cursor {
     cv_.notify_all();
   }
 
-  void push(std::vector<store::Stored>&& b) {
+  void push(std::unique_ptr<KeyBatch> b) {
     std::unique_lock lk(mu_);
     cv_.wait(lk, [&] { return q_.size() < kDepth || stop_; });
     if (stop_) throw Stopped{};
@@ -97,10 +147,11 @@ class Cursor {
   std::thread thread_;
   std::mutex mu_;
   std::condition_variable cv_;
-  std::deque<std::vector<store::Stored>> q_;
+  std::deque<std::unique_ptr<KeyBatch>> q_;
+  std::vector<std::unique_ptr<KeyBatch>> free_;
   bool done_ = false, stop_ = false;
   std::exception_ptr error_;
-  std::vector<store::Stored> cur_;
+  std::unique_ptr<KeyBatch> cur_;
   size_t pos_ = 0;
 };
 
@@ -125,8 +176,12 @@ Expect Expect::from_config(const config::Config& c) {
 }
 
 bool Expect::expected(const Record& r, const std::string& region) const {
-  if (!routes_ || region == r.region) return true;
-  auto it = routes_->find(r.tenant_id);
+  return expected(r.tenant_id, r.region, region);
+}
+
+bool Expect::expected(std::string_view tenant, std::string_view origin, const std::string& region) const {
+  if (!routes_ || region == origin) return true;
+  auto it = routes_->find(tenant);
   return it != routes_->end() && it->second.count(region);
 }
 
@@ -136,48 +191,69 @@ ScanStats scan(std::vector<RegionStore>& stores, const Expect& expect, const std
                uint32_t bucket_count, const std::function<void(const Finding&)>& fn) {
   const size_t n = stores.size();
   std::vector<std::unique_ptr<Cursor>> cursors;
-  std::vector<const store::Stored*> head(n);
+  std::vector<Cursor::Head> head(n);
   for (auto& s : stores) cursors.push_back(std::make_unique<Cursor>(*s.store, buckets, bucket_count));
   for (size_t i = 0; i < n; ++i) head[i] = cursors[i]->next();
 
   ScanStats st;
   Finding f;
   f.stored.resize(n);
+  std::vector<bool> here(n);
+  std::vector<Cursor::Head> at(n);
   for (;;) {
-    const std::string* id = nullptr;
+    std::string_view id;
+    bool any = false;
     for (size_t i = 0; i < n; ++i)
-      if (head[i] && (!id || head[i]->record.pcs_id < *id)) id = &head[i]->record.pcs_id;
-    if (!id) break;
+      if (head[i] && (!any || head[i].id() < id)) id = head[i].id(), any = true;
+    if (!any) break;
     ++st.ids;
-    const std::string current = *id;
     size_t present = 0;
     std::optional<Outcome> outcome;
     bool differ = false;
     for (size_t i = 0; i < n; ++i) {
-      if (head[i] && head[i]->record.pcs_id == current) {
-        if (outcome && *outcome != head[i]->record.outcome) differ = true;
-        outcome = head[i]->record.outcome;
-        f.stored[i] = *head[i];
-        ++present;
-        head[i] = cursors[i]->next();
-      } else {
-        f.stored[i].reset();
-      }
+      here[i] = head[i] && head[i].id() == id;
+      if (!here[i]) continue;
+      if (outcome && *outcome != head[i].key->outcome) differ = true;
+      outcome = head[i].key->outcome;
+      ++present;
     }
     bool missing = false;
     if (!differ && present < n)
       for (size_t i = 0; i < n && !missing; ++i) {
-        if (f.stored[i]) continue;
-        for (size_t k = 0; k < n && !missing; ++k)
-          if (f.stored[k] && expect.expected(f.stored[k]->record, stores[i].region)) missing = true;
+        if (here[i]) continue;
+        for (size_t k = 0; k < n && !missing; ++k) {
+          if (!here[k]) continue;
+          const KeyBatch& b = *head[k].batch;
+          const KeyBatch::Key& key = *head[k].key;
+          missing = expect.expected(b.view(key.tenant, key.tenant_len), b.view(key.region, key.region_len),
+                                    stores[i].region);
+        }
       }
-    if (!differ && !missing) continue;
-    f.kind = differ ? Finding::Kind::conflict : Finding::Kind::missing;
-    f.pcs_id = current;
-    for (const auto& s : f.stored)
-      if (s) f.tenant_id = s->record.tenant_id;
-    ++(differ ? st.conflicts : st.missing);
-    fn(f);
+    if (differ || missing) {
+      // Only a finding is copied out of the batches.
+      f.kind = differ ? Finding::Kind::conflict : Finding::Kind::missing;
+      f.pcs_id.assign(id);
+      for (size_t i = 0; i < n; ++i) {
+        f.stored[i].reset();
+        if (!here[i]) continue;
+        const KeyBatch& b = *head[i].batch;
+        const KeyBatch::Key& key = *head[i].key;
+        store::Stored s;
+        s.record.pcs_id = f.pcs_id;
+        s.record.tenant_id.assign(b.view(key.tenant, key.tenant_len));
+        s.record.region.assign(b.view(key.region, key.region_len));
+        s.record.outcome = key.outcome;
+        s.record.ts = key.ts;
+        s.digest = key.digest;
+        f.tenant_id = s.record.tenant_id;
+        f.stored[i] = std::move(s);
+      }
+      ++(differ ? st.conflicts : st.missing);
+    }
+    // Advance past this pcs_id (after the finding is built: the heads point into the batches).
+    for (size_t i = 0; i < n; ++i)
+      if (here[i]) head[i] = cursors[i]->next();
+    if (differ || missing) fn(f);
   }
   return st;
 }
@@ -200,13 +276,17 @@ std::string finding_json(const Finding& f, const std::vector<RegionStore>& store
 std::vector<Plan> plan(std::vector<RegionStore>& stores, const Expect& expect, const std::vector<Finding>& findings) {
   std::vector<std::string> ids;
   for (const auto& f : findings) ids.push_back(f.pcs_id);
-  // Every record known per pcs_id, by digest: the stored winners and every store's evidence.
+  // Every record known per pcs_id, by digest: each store's winner (looked up now: the
+  // scan read only identifying fields, and a store may have moved on) and its evidence.
   std::unordered_map<std::string, std::map<hash::Digest, Record>> known;
-  for (const auto& f : findings)
-    for (const auto& s : f.stored)
-      if (s) known[f.pcs_id].emplace(s->digest, s->record);
-  for (auto& s : stores)
-    for (const auto& e : s.store->evidence(ids)) known[e.record.pcs_id].emplace(e.digest, e.record);
+  std::vector<std::unordered_map<std::string, hash::Digest>> winner_of(stores.size());
+  for (size_t i = 0; i < stores.size(); ++i) {
+    for (auto& w : stores[i].store->lookup(ids)) {
+      winner_of[i][w.record.pcs_id] = w.digest;
+      known[w.record.pcs_id].emplace(w.digest, std::move(w.record));
+    }
+    for (auto& e : stores[i].store->evidence(ids)) known[e.record.pcs_id].emplace(e.digest, std::move(e.record));
+  }
 
   std::vector<Plan> out;
   for (const auto& f : findings) {
@@ -218,10 +298,12 @@ std::vector<Plan> plan(std::vector<RegionStore>& stores, const Expect& expect, c
       if (first || first_write_before(rec, digest, p.winner.record, p.winner.digest)) p.winner = {rec, digest};
       first = false;
     }
+    if (first) continue;  // gone from every store since the scan
     p.install.resize(stores.size());
     for (size_t i = 0; i < stores.size(); ++i) {
-      const auto& s = f.stored[i];
-      p.install[i] = s ? s->digest != p.winner.digest : expect.expected(p.winner.record, stores[i].region);
+      auto it = winner_of[i].find(f.pcs_id);
+      p.install[i] = it != winner_of[i].end() ? it->second != p.winner.digest
+                                              : expect.expected(p.winner.record, stores[i].region);
     }
     out.push_back(std::move(p));
   }

@@ -38,6 +38,7 @@ class Expect {
   // From a configuration: selective policies, or everywhere.
   static Expect from_config(const config::Config& c);
   bool expected(const Record& r, const std::string& region) const;
+  bool expected(std::string_view tenant, std::string_view origin, const std::string& region) const;
 
  private:
   std::optional<std::map<std::string, std::set<std::string>, std::less<>>> routes_;  // tenant → targets
@@ -47,7 +48,9 @@ struct Finding {
   enum class Kind { conflict, missing };
   Kind kind = Kind::conflict;
   std::string pcs_id, tenant_id;
-  std::vector<std::optional<store::Stored>> stored;  // per region, in the order of the stores
+  // Per region, in the order of the stores: its winner's identifying fields and digest
+  // (params and payload are not read by a scan; plan() looks the records up).
+  std::vector<std::optional<store::Stored>> stored;
 };
 std::string_view kind_name(Finding::Kind k);
 

@@ -375,9 +375,31 @@ class SqliteStore final : public Store {
     tx.commit();
   }
 
+  // A whole-table scan reads each page once: it runs with a small page cache, so that a
+  // scan of a large store (flk-diverge) does not fill the 64 MiB meant for replay.
+  struct SmallCache {
+    explicit SmallCache(Db& db) : db_(db) { db_.exec("PRAGMA cache_size=-2048"); }
+    ~SmallCache() {
+      try {
+        db_.exec("PRAGMA cache_size=-65536");
+      } catch (...) {
+      }
+    }
+    Db& db_;
+  };
+
   void scan(const std::function<void(const Stored&)>& fn) override {
+    SmallCache small(db_);
     Stmt s(db_, fmt::format("SELECT {} FROM records ORDER BY pcs_id", kRecordColumns).c_str());
     while (s.step()) fn(read_stored(s));
+  }
+
+  void scan_keys(const std::function<void(const KeyView&)>& fn) override {
+    SmallCache small(db_);
+    Stmt s(db_, "SELECT pcs_id, tenant_id, region, outcome, ts, digest FROM records ORDER BY pcs_id");
+    while (s.step())
+      fn({s.col_text(0), s.col_text(1), s.col_text(2), static_cast<Outcome>(s.col_i64(3)), s.col_i64(4),
+          s.col_digest(5)});
   }
 
   void scan_evidence(const std::function<void(const Evidence&)>& fn) override {

@@ -17,6 +17,11 @@ ApplyStats& ApplyStats::operator+=(const ApplyStats& o) {
   return *this;
 }
 
+void Store::scan_keys(const std::function<void(const KeyView&)>& fn) {
+  scan([&](const Stored& s) { fn({s.record.pcs_id, s.record.tenant_id, s.record.region, s.record.outcome, s.record.ts, s.digest});
+  });
+}
+
 std::vector<ApplyStats> Store::apply_all(std::span<const Batch> batches) {
   std::vector<ApplyStats> out;
   for (const Batch& b : batches) out.push_back(apply(b.records, b.advance));

@@ -106,6 +106,17 @@ class Store {
   // Every stored record in bytewise pcs_id order; memory stays bounded whatever the
   // store's size.
   virtual void scan(const std::function<void(const Stored&)>& fn) = 0;
+  // The stored winners' identifying fields, in the same order as scan(), as views that
+  // are valid during the call only: what comparing stores needs (flk-diverge), without
+  // the cost of whole records. The default goes through scan().
+  struct KeyView {
+    std::string_view pcs_id, tenant_id, region;
+    Outcome outcome = Outcome::accepted;
+    int64_t ts = 0;
+    hash::Digest digest{};
+  };
+  virtual void scan_keys(const std::function<void(const KeyView&)>& fn);
+
   // All evidence in (pcs_id, digest) order.
   virtual void scan_evidence(const std::function<void(const Evidence&)>& fn) = 0;
   // The evidence kept for the given pcs_ids (any order; repeats count once), in
