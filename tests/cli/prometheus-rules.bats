@@ -51,7 +51,7 @@ never_fires() {
 @test "the seed's three alerts and the ship and replay alerts exist, and each has a case that fires" {
   local names
   names=$(alerts | sort | tr '\n' ' ')
-  assert_equal "$names" "CRRDivergenceDetected CRRLagExceeded CRRReplayFailing CRRReplayStuck CRRShipFailing CRRShipRetrying RegionUnhealthy " "alerts"
+  assert_equal "$names" "CRRConflictsReplayed CRRDivergenceDetected CRRLagExceeded CRRReplayFailing CRRReplayStuck CRRShipFailing CRRShipRetrying RegionUnhealthy " "alerts"
   local a dir=$BATS_TEST_TMPDIR/mutant
   mkdir -p "$dir"
   cp "$RULES_DIR/flk-rules.test.yml" "$dir/"
