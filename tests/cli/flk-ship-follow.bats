@@ -124,3 +124,20 @@ wait_for() {
   assert_status 75
   assert_stderr_has "held by pid $SHIP_PID" "us-west-2.lock"
 }
+
+@test "--follow started before the WAL exists waits for it (said once), then ships its first segment" {
+  rm -rf "$WAL"
+  flk-ship --follow >"$BATS_TEST_TMPDIR/out" 2>"$BATS_TEST_TMPDIR/err" &
+  SHIP_PID=$!
+  sleep 1.2
+  kill -0 "$SHIP_PID" # still running
+  gen_records 20 first | wal_append -q >/dev/null
+  wait_for "$MB/$REGION/us-west-2/$(printf %016d 1).wal" 5
+  kill -TERM "$SHIP_PID"
+  local st=0
+  wait "$SHIP_PID" || st=$?
+  SHIP_PID=
+  assert_equal "$st" 0 "exit status after SIGTERM"
+  assert_equal "$(grep -c 'does not exist yet: waiting for it' "$BATS_TEST_TMPDIR/err")" 1 "the warning, once"
+  assert_equal "$(jq -r .sequence "$BATS_TEST_TMPDIR/out")" 1 "shipped"
+}

@@ -371,8 +371,16 @@ int Shipper::follow() {
   int fd = ::inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
   if (fd < 0) throw sys_error("cannot watch", o_.wal.string(), errno, Code::io);
   fs::Fd watch(fd, "inotify");
-  if (::inotify_add_watch(fd, o_.wal.c_str(), IN_MOVED_TO | IN_CLOSE_WRITE | IN_CREATE) < 0)
-    throw sys_error("cannot watch", o_.wal.string(), errno);
+  // A service may start before the region's first write made its WAL directory: wait
+  // for it (said once) instead of dying.
+  bool said = false;
+  while (!stop_ && ::inotify_add_watch(fd, o_.wal.c_str(), IN_MOVED_TO | IN_CLOSE_WRITE | IN_CREATE) < 0) {
+    if (errno != ENOENT) throw sys_error("cannot watch", o_.wal.string(), errno);
+    if (!said && o_.warn) o_.warn(fmt::format("WAL directory '{}' does not exist yet: waiting for it", o_.wal.string()));
+    said = true;
+    wait_for(kSecond);
+  }
+  if (stop_) return 0;
 
   std::vector<std::thread> threads;
   for (auto& tp : targets_) {
