@@ -144,6 +144,28 @@ ts_of() { printf '2026-11-26T08:%02d:%02dZ' $(($1 / 60 % 60)) $(($1 % 60)); }
 
 # --- rebuild equals the original ------------------------------------------------------
 
+@test "a store too damaged to open (truncated): --verify and --in-place refuse (65); a fresh rebuild moves it aside and rebuilds" {
+  append_wal 2000
+  run --separate-stderr rb --store "$(url a)"
+  assert_status 0
+  local digest
+  digest=$(field digest)
+  truncate -s $(($(stat -c %s "$(db a)") / 3)) "$(db a)"
+  local damaged
+  damaged=$(sha256sum <"$(db a)")
+  run --separate-stderr rb --store "$(url a)" --verify
+  assert_status 65
+  assert_stderr_has "malformed"
+  run --separate-stderr rb --store "$(url a)" --in-place
+  assert_status 65
+  run --separate-stderr rb --store "$(url a)"
+  assert_status 0
+  assert_stderr_has "flk-rebuild-dedup: warning: store '$(url a)'" "moved aside to '$(db a).damaged-"
+  assert_equal "$(field digest)" "$digest" "digest of the rebuilt store"
+  assert_equal "$(sha256sum <"$(db a)".damaged-*)" "$damaged" "the damaged file, kept as it was"
+  [[ $(count a) == 2000 ]]
+}
+
 @test "a fresh rebuild and an in-place rebuild hold the same content; --verify agrees" {
   append_wal 2000
   gen_records 500 pcs | wal_append --segment-bytes 64KiB >/dev/null # exact duplicates

@@ -613,8 +613,32 @@ void read_sources(const Options& o, Summary& sum, Sources& plan, size_t threads,
 Summary run(const Options& o, const std::function<void(const Difference&)>& on_difference) {
   Summary sum;
   timeutil::Nanos start = timeutil::monotonic_now();
-  auto live = store::open(o.store_url);
   bool in_place = o.in_place || o.since.has_value();
+  std::unique_ptr<store::Store> live;
+  try {
+    live = store::open(o.store_url);
+  } catch (const Error& e) {
+    // A damaged SQLite file cannot even be opened, so a fresh rebuild could not replace
+    // it: it is moved aside (kept — it is evidence), and the rebuild starts from nothing.
+    if (e.code() != Code::data || in_place || o.verify || !o.store_url.starts_with("sqlite://")) throw;
+    stdfs::path file = o.store_url.substr(std::string_view("sqlite://").size());
+    stdfs::path aside = file;
+    aside += ".damaged-" + std::to_string(timeutil::now() / timeutil::kSecond);
+    for (const char* x : {"", "-wal", "-shm"}) {
+      std::error_code ec;
+      stdfs::path from = file, to = aside;
+      from += x;
+      to += x;
+      if (stdfs::exists(from, ec)) {
+        stdfs::rename(from, to, ec);
+        if (ec) throw sys_error("cannot move the damaged store aside", from.string(), ec.value());
+      }
+    }
+    fs::sync_dir(stdfs::absolute(file).parent_path());
+    if (o.warn)
+      o.warn(fmt::format("{}; moved aside to '{}' (its evidence is lost to this rebuild)", e.what(), aside.string()));
+    live = store::open(o.store_url);
+  }
 
   if (in_place && !o.verify) {
     std::vector<Record> batch;
