@@ -514,6 +514,11 @@ class SqliteStore final : public Store {
   };
 
   void open_db() {
+    // Only a file that does not exist yet, with no WAL beside it: an existing file may be
+    // empty on disk while its content waits in the WAL (never checkpointed), and setting
+    // the page size then is not safe.
+    std::error_code ec;
+    bool fresh = !stdfs::exists(db_.path(), ec) && !stdfs::exists(db_.path() + "-wal", ec);
     db_.open();
     if (scratch_) {
       // Larger pages: fewer B-tree levels and splits for the bulk load (25% less CPU
@@ -523,10 +528,11 @@ class SqliteStore final : public Store {
       // A 64 MiB page cache: replaying a segment inserts records all over the B-tree, and
       // with the default 2 MiB cache each cost pread(2)/pwrite(2) calls (flk-read spent
       // 41% of its time in them). 16 KiB pages, as the scratch store's: fewer levels and
-      // splits (page_size takes effect only on a new, empty file). No mmap_size: reads
-      // through a map gained nothing measurable and turn an I/O error into SIGBUS.
-      db_.exec("PRAGMA page_size=16384; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; "
-               "PRAGMA cache_size=-65536");
+      // splits — set only on a file that does not exist yet, never on one that may have
+      // a WAL to recover. No mmap_size: reads through a map gained nothing measurable and
+      // turn an I/O error into SIGBUS.
+      if (fresh) db_.exec("PRAGMA page_size=16384");
+      db_.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-65536");
     }
     {
       Tx tx(*this);
