@@ -158,27 +158,9 @@ int main(int argc, char** argv) {
     if (*digest) {
       auto s = flk::store::open(digest_store.empty() ? cfg.dedup.url : digest_store);
       dv::Digest d = dv::digest_store(*s, bucket_count, region.empty() ? cfg.region : region);
-      if (output.empty()) {
-        dv::write_digest(stdout, d, "stdout");
-      } else {
-        // Written beside the target, then renamed: a reader never sees half a digest.
-        std::string tmp = output + ".tmp";
-        {
-          std::FILE* f = std::fopen(tmp.c_str(), "w");
-          if (!f) throw flk::sys_error("cannot create", tmp, errno);
-          try {
-            dv::write_digest(f, d, tmp);
-          } catch (...) {
-            std::fclose(f);
-            std::remove(tmp.c_str());
-            throw;
-          }
-          if (std::fflush(f) != 0 || ::fsync(fileno(f)) != 0 || std::fclose(f) != 0)
-            throw flk::sys_error("cannot write", tmp, errno);
-        }
-        std::filesystem::rename(tmp, output);
-        flk::fs::sync_dir(std::filesystem::absolute(output).parent_path());
-      }
+      // Atomically to a file (a reader never sees half a digest), or to stdout.
+      if (output.empty()) flk::wal::write_out(stdout, dv::digest_text(d));
+      else flk::fs::write_file_atomic(output, dv::digest_text(d));
       tool.info(fmt::format("{} records in {} buckets", d.records, d.buckets));
       return 0;
     }

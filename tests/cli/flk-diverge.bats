@@ -302,6 +302,11 @@ missing west-000042" "findings"
   assert_stderr_has "digest '$BATS_TEST_TMPDIR/g.digest': line 1"
   dv $EAST verify-log "$BATS_TEST_TMPDIR/none.jsonl"
   assert_status 66
+  # A digest that cannot be written: a clear error, nothing left behind.
+  dv $EAST digest --store "$(store_of $EAST)" --output "$BATS_TEST_TMPDIR/no/such/dir/a.digest"
+  [[ $status != 0 ]]
+  assert_stderr_has "flk-diverge: error: " "$BATS_TEST_TMPDIR/no/such/dir"
+  [[ ! -e $BATS_TEST_TMPDIR/no ]]
   dv $EAST scan --no-worm --store "$EAST=$(store_of $EAST)" --store "$WEST=mysql://x"
   assert_status 78
 }

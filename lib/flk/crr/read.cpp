@@ -161,9 +161,10 @@ void Reader::log_conflicts(const transport::Address& a, const std::vector<std::s
 Code Reader::read_source(const std::string& source) {
   SourceStats& ss = stats(source);
   Code code = Code::ok;
+  std::optional<fs::FileLock> lock;  // held until the end, the error path's flush included
   try {
     fs::make_dirs(o_.scratch);
-    fs::FileLock lock(o_.scratch / (source + ".lock"), false);  // one reader per source
+    lock.emplace(o_.scratch / (source + ".lock"), false);  // one reader per source
     std::optional<store::Watermark> wm = store_->watermark(source);
     std::vector<transport::Entry> entries = tr_->list(source, o_.region, wm ? wm->sequence : 0);
     ss.pending = entries.size();
@@ -199,10 +200,12 @@ Code Reader::read_source(const std::string& source) {
     code = e.code();
     ++ss.failures;
     ss.dirty = true;
-    try {
-      flush();                 // the segments verified before the failure are sound
-      report_applied(source);  // what was applied before the failure
-    } catch (const Error&) {
+    if (lock) {
+      try {
+        flush();                 // the segments verified before the failure are sound
+        report_applied(source);  // what was applied before the failure
+      } catch (const Error&) {
+      }
     }
   }
   if (ss.ok != (code == Code::ok)) ss.dirty = true;

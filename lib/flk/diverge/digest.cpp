@@ -11,7 +11,6 @@
 #include "flk/util/hash.hpp"
 #include "flk/util/json.hpp"
 #include "flk/util/time.hpp"
-#include "flk/wal/commands.hpp"
 
 namespace flk::diverge {
 
@@ -63,23 +62,17 @@ bool parse_hex128(std::string_view s, uint64_t& hi, uint64_t& lo) {
 }
 }  // namespace
 
-void write_digest(std::FILE* out, const Digest& d, const std::string& name) {
+std::string digest_text(const Digest& d) {
   std::string buf;
   json::Object j(buf);
   j.str("format", "flk-diverge-digest").num("version", 1).unum("buckets", d.buckets).unum("records", d.records);
   j.str("region", d.region).str("store", d.store).str("created", timeutil::format_rfc3339(d.created));
   j.close();
   buf += '\n';
-  for (uint32_t i = 0; i < d.buckets; ++i) {
-    if (!d.b[i].count) continue;
-    fmt::format_to(std::back_inserter(buf), "{} {} {:016x}{:016x}\n", i, d.b[i].count, d.b[i].hi, d.b[i].lo);
-    if (buf.size() > (1u << 20)) {
-      wal::write_out(out, buf);
-      buf.clear();
-    }
-  }
-  wal::write_out(out, buf);
-  if (std::fflush(out) != 0) throw sys_error("cannot write", name, errno);
+  for (uint32_t i = 0; i < d.buckets; ++i)
+    if (d.b[i].count)
+      fmt::format_to(std::back_inserter(buf), "{} {} {:016x}{:016x}\n", i, d.b[i].count, d.b[i].hi, d.b[i].lo);
+  return buf;
 }
 
 Digest read_digest(const std::filesystem::path& file) {

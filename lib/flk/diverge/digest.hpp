@@ -21,7 +21,6 @@
 #pragma once
 
 #include <cstdint>
-#include <cstdio>
 #include <filesystem>
 #include <functional>
 #include <string>
@@ -56,7 +55,8 @@ void add(Digest& d, const store::Store::KeyView& k);
 // The digest of a whole store (one scan; memory: the buckets).
 Digest digest_store(store::Store& s, uint32_t buckets, const std::string& region);
 
-void write_digest(std::FILE* out, const Digest& d, const std::string& name);
+// The digest in the text format above (a few MB: 65536 buckets are some 2.8 MB).
+std::string digest_text(const Digest& d);
 // Throws Error(data) naming `name` and the line when malformed.
 Digest read_digest(const std::filesystem::path& file);
 

@@ -378,14 +378,20 @@ class SqliteStore final : public Store {
   // A whole-table scan reads each page once: it runs with a small page cache, so that a
   // scan of a large store (flk-diverge) does not fill the 64 MiB meant for replay.
   struct SmallCache {
-    explicit SmallCache(Db& db) : db_(db) { db_.exec("PRAGMA cache_size=-2048"); }
+    explicit SmallCache(Db& db) : db_(db) {
+      Stmt q(db_, "PRAGMA cache_size");
+      if (q.step()) before_ = q.col_i64(0);
+      q.reset();
+      db_.exec("PRAGMA cache_size=-2048");
+    }
     ~SmallCache() {
       try {
-        db_.exec("PRAGMA cache_size=-65536");
+        db_.exec(fmt::format("PRAGMA cache_size={}", before_).c_str());
       } catch (...) {
       }
     }
     Db& db_;
+    int64_t before_ = -2000;  // SQLite's default
   };
 
   void scan(const std::function<void(const Stored&)>& fn) override {
