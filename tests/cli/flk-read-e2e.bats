@@ -196,6 +196,10 @@ teardown() {
   : >"$BATS_TEST_TMPDIR/all.out"
   while ((round < 80)) && { ((done_at == 0)) || ((round < 10)); }; do
     round=$((round + 1))
+    # Emptied here, not only by the reader's redirection: a kill that lands before the
+    # forked shell has opened round.out (2 ms on a loaded machine) would otherwise leave
+    # the previous round's lines in it, to be counted twice.
+    : >"$BATS_TEST_TMPDIR/round.out"
     # flk-read itself, not a shell function's subshell: the kill must reach the reader.
     # --batch 0: one transaction (and one line) per segment, so that kills land between
     # commits and the lines tell where (batching commits the same way, several at once).
