@@ -16,7 +16,7 @@ int main(int argc, char** argv) {
   std::string from, store_url, region, state_dir, token_file, ca_file, metrics_file, worm, interval = "500ms",
       timeout = "30s";
   bool once = false, follow = false;
-  size_t batch = 16384;
+  size_t batch = flk::crr::ReadOptions{}.batch_records;
   app.add_option("--source", sources, "replay this source region only (repeatable; default: every source that shipped here)")
       ->type_name("REGION")
       ->check(flk::cli::region_validator());
@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
   app.add_option("--worm", worm, "append each conflict found to this WORM ledger (default: paths.worm when configured)")
       ->type_name("FILE");
   app.add_option("--batch", batch,
-                 "apply consecutive segments together until they hold N records (default 16384; 0: one by one)")
+                 "commit consecutive segments together until they hold N records (default 1048576; 0: each alone)")
       ->type_name("N");
   app.add_option("--timeout", timeout, "a transfer that moves no byte this long fails (default 30s)")
       ->type_name("DURATION")

@@ -42,12 +42,11 @@ void Reader::stop() {
 bool Reader::verify_segment(const transport::Address& a, const stdfs::path& file, const hash::Digest& declared,
                             int64_t started) {
   const std::string what = fmt::format("source '{}' segment {}", a.source, a.sequence);
-  // Where the source stands: its last verified segment waiting in the batch, else the
-  // store's watermark.
+  // Where the source stands: its last segment verified in this pass, else the store's
+  // watermark.
   std::optional<store::Watermark> wm;
-  for (auto it = batch_.rbegin(); it != batch_.rend() && !wm; ++it)
-    if (it->address.source == a.source) wm = it->watermark;
-  if (!wm) wm = store_->watermark(a.source);
+  if (auto it = verified_.find(a.source); it != verified_.end()) wm = it->second;
+  else wm = store().watermark(a.source);
   uint64_t have = wm ? wm->sequence : 0;
   if (a.sequence <= have) return false;  // applied before (a re-delivery): nothing to do
   if (a.sequence != have + 1)
@@ -60,8 +59,15 @@ bool Reader::verify_segment(const transport::Address& a, const stdfs::path& file
   wal::Header h;
   hash::Sha256 sha;
   try {
-    wal::read_segment(
-        file, true, [&](const Record& r) { v.records.push_back(r); }, [&](const wal::Header& hh) { h = hh; }, &sha);
+    // Each record's digest is taken here, from the encoding the segment holds, so that
+    // the apply (on its own thread) does not encode and hash every record again.
+    wal::read_segment_views(
+        file, true,
+        [&](const RecordView& r, std::string_view encoding) {
+          to_record(r, v.records.emplace_back());
+          v.digests.push_back(hash::sha256(encoding));
+        },
+        [&](const wal::Header& hh) { h = hh; }, &sha);
   } catch (const Error& e) {
     throw e.wrap(what);
   }
@@ -77,30 +83,70 @@ bool Reader::verify_segment(const transport::Address& a, const stdfs::path& file
   if (have == 0 && a.sequence == 1 && !hash::is_zero(h.prev))
     fail(Code::data, "{}: segment 1 names a previous segment", what);
   v.watermark = {a.source, a.sequence, wal::chain_digest(h, v.sha256), timeutil::now()};
+  verified_[a.source] = v.watermark;
   batch_records_ += v.records.size();
   batch_.push_back(std::move(v));
-  if (batch_records_ >= o_.batch_records) flush();
+  if (batch_records_ >= std::min(o_.batch_records, kStepRecords)) flush();
   return true;
 }
 
 void Reader::flush() {
+  drain();
+  if (done_records_ >= o_.batch_records) commit();
   if (batch_.empty()) return;
-  std::vector<store::Store::Batch> batches;
-  for (const Verified& v : batch_) batches.push_back({v.records, &v.watermark});
+  inflight_ = std::move(batch_);
+  batch_.clear();
+  batch_records_ = 0;
+  apply_ = std::async(std::launch::async, [this] {
+    std::vector<store::Store::Batch> batches;
+    for (const Verified& v : inflight_) batches.push_back({v.records, &v.watermark, v.digests});
+    store_->begin_group();
+    return store_->apply_all(batches);
+  });
+}
+
+void Reader::drop_uncommitted() {
+  inflight_.clear();
+  batch_.clear();
+  batch_records_ = 0;
+  done_.clear();
+  done_records_ = 0;
+  verified_.clear();
+}
+
+void Reader::drain() {
+  if (!apply_.valid()) return;
   std::vector<store::ApplyStats> stats;
   try {
-    stats = store_->apply_all(batches);
+    stats = apply_.get();
   } catch (...) {
-    batch_.clear();
-    batch_records_ = 0;
+    drop_uncommitted();  // the store rolled the group back
+    throw;
+  }
+  for (size_t i = 0; i < inflight_.size(); ++i) {
+    Verified& v = inflight_[i];
+    done_.push_back({v.address, v.records.size(), v.sha256, v.started, std::move(stats[i])});
+    done_records_ += v.records.size();
+  }
+  inflight_.clear();
+}
+
+void Reader::commit() {
+  drain();
+  try {
+    store_->commit_group();
+  } catch (...) {
+    drop_uncommitted();
     throw;
   }
   std::string now = timeutil::format_rfc3339(timeutil::now());
-  for (size_t i = 0; i < batch_.size(); ++i) {
-    const Verified& v = batch_[i];
-    const store::ApplyStats& st = stats[i];
-    if (ledger_ && !st.conflict_ids.empty()) log_conflicts(v.address, st.conflict_ids);
-    SourceStats& ss = this->stats(v.address.source);
+  std::vector<Applied> done = std::move(done_);
+  done_.clear();
+  done_records_ = 0;
+  for (const Applied& d : done) {
+    const store::ApplyStats& st = d.stats;
+    if (ledger_ && !st.conflict_ids.empty()) log_conflicts(d.address, st.conflict_ids);
+    SourceStats& ss = this->stats(d.address.source);
     ++ss.segments;
     ss.applied += st.inserted + st.replaced;
     ss.duplicates += st.duplicates;
@@ -111,15 +157,13 @@ void Reader::flush() {
     if (!o_.emit) continue;
     std::string line;
     json::Object j(line);
-    j.str("source", v.address.source).unum("sequence", v.address.sequence).unum("records", v.records.size());
+    j.str("source", d.address.source).unum("sequence", d.address.sequence).unum("records", d.records);
     j.unum("applied", st.inserted + st.replaced).unum("duplicates", st.duplicates).unum("later", st.later);
-    j.unum("conflicts", st.conflicts).str("sha256", hash::to_hex(v.sha256));
-    j.num("ms", (timeutil::monotonic_now() - v.started) / 1'000'000).str("time", now);
+    j.unum("conflicts", st.conflicts).str("sha256", hash::to_hex(d.sha256));
+    j.num("ms", (timeutil::monotonic_now() - d.started) / 1'000'000).str("time", now);
     j.close();
     o_.emit(line);
   }
-  batch_.clear();
-  batch_records_ = 0;
 }
 
 void Reader::log_conflicts(const transport::Address& a, const std::vector<std::string>& ids) {
@@ -127,9 +171,9 @@ void Reader::log_conflicts(const transport::Address& a, const std::vector<std::s
   // the conflicts stay as evidence in the store, where flk-diverge finds them again.
   try {
     std::map<std::string, std::vector<store::Evidence>> by_id;
-    for (auto& e : store_->evidence(ids)) by_id[e.record.pcs_id].push_back(std::move(e));
+    for (auto& e : store().evidence(ids)) by_id[e.record.pcs_id].push_back(std::move(e));
     std::map<std::string, hash::Digest> winners;
-    for (const auto& w : store_->lookup(ids)) winners[w.record.pcs_id] = w.digest;
+    for (const auto& w : store().lookup(ids)) winners[w.record.pcs_id] = w.digest;
     std::vector<std::string> entries;
     for (const auto& id : ids) {
       std::string e, records;
@@ -165,7 +209,7 @@ Code Reader::read_source(const std::string& source) {
   try {
     fs::make_dirs(o_.scratch);
     lock.emplace(o_.scratch / (source + ".lock"), false);  // one reader per source
-    std::optional<store::Watermark> wm = store_->watermark(source);
+    std::optional<store::Watermark> wm = store().watermark(source);
     std::vector<transport::Entry> entries = tr_->list(source, o_.region, wm ? wm->sequence : 0);
     ss.pending = entries.size();
     for (const transport::Entry& e : entries) {
@@ -187,11 +231,19 @@ Code Reader::read_source(const std::string& source) {
              e.sequence, hash::to_hex(e.sha256), hash::to_hex(declared));
       if (!verify_segment(a, tmp, declared, started) && ss.pending) --ss.pending;
     }
-    flush();
+    flush_all();
+    verified_.clear();
     last_error_.erase(source);
     report_applied(source);
   } catch (const Error& e) {
-    if (stop_) return Code::temp_fail;
+    if (stop_) {
+      try {
+        commit();  // what was applied is committed, counted and said
+      } catch (const Error&) {
+      }
+      drop_uncommitted();
+      return Code::temp_fail;
+    }
     std::string msg = std::string_view(e.what()).starts_with("source '")
                           ? std::string(e.what())
                           : fmt::format("source '{}': {}", source, e.what());
@@ -202,11 +254,12 @@ Code Reader::read_source(const std::string& source) {
     ss.dirty = true;
     if (lock) {
       try {
-        flush();                 // the segments verified before the failure are sound
+        flush_all();             // the segments verified before the failure are sound
         report_applied(source);  // what was applied before the failure
       } catch (const Error&) {
       }
     }
+    drop_uncommitted();
   }
   if (ss.ok != (code == Code::ok)) ss.dirty = true;
   ss.ok = code == Code::ok;
@@ -254,7 +307,7 @@ void Reader::save_stats(const std::string& source) {
 }
 
 void Reader::report_applied(const std::string& source) {
-  std::optional<store::Watermark> wm = store_->watermark(source);
+  std::optional<store::Watermark> wm = store().watermark(source);
   if (!wm) return;
   SourceStats& ss = stats(source);
   transport::Applied a{wm->sequence, wm->digest, wm->updated};
@@ -276,7 +329,7 @@ std::string Reader::metrics_text() {
   std::vector<std::pair<metrics::Labels, const SourceStats*>> rows;
   std::map<std::string, store::Watermark> wms;
   try {
-    for (const auto& w : store_->watermarks()) wms[w.source] = w;
+    for (const auto& w : store().watermarks()) wms[w.source] = w;
   } catch (const Error&) {
   }
   for (const auto& [source, ss] : stats_) rows.push_back({{{"source", source}, {"target", o_.region}}, &ss});
@@ -352,16 +405,18 @@ Code Reader::read_stream() {
       }
       verify_segment(a, tmp, s->sha256, started);
     }
-    flush();
+    flush_all();
   } catch (const Error& e) {
     if (o_.error) o_.error(e.what());
     code = e.code();
     try {
-      flush();  // the segments verified before the failure are sound
+      flush_all();  // the segments verified before the failure are sound
     } catch (const Error& e2) {
       if (o_.error) o_.error(e2.what());
     }
+    drop_uncommitted();
   }
+  verified_.clear();
   ::unlink(tmp.c_str());
   for (auto& [source, ss] : stats_) {
     if (code != Code::ok) ++ss.failures, ss.dirty = true;

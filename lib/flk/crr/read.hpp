@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <future>
 #include <map>
 #include <memory>
 #include <optional>
@@ -38,9 +39,9 @@ struct ReadOptions {
   std::optional<std::filesystem::path> metrics_file;  // Prometheus text, rewritten after each pass
   // The WORM ledger: each conflict found while applying is appended to it (ledger.hpp).
   std::optional<std::filesystem::path> worm;
-  // Verified segments are applied together until they hold this many records (a
-  // backlog of small segments: few transactions); 0: each segment in its own.
-  size_t batch_records = 16384;
+  // Verified segments are committed together until they hold this many records, or
+  // the pass ends (a backlog: few transactions); 0: each segment in its own.
+  size_t batch_records = 1 << 20;
   std::function<void(const std::string&)> emit;  // one JSON line (no newline) per applied segment
   std::function<void(const std::string&)> error, info;
 };
@@ -85,23 +86,59 @@ class Reader {
   // emits its JSON line); false when it had been applied before.
   bool verify_segment(const transport::Address& a, const std::filesystem::path& file, const hash::Digest& declared,
                       int64_t started);
-  // Applies the batch of verified segments (Store::apply_all: in SQLite, one
-  // transaction), each segment's records with its watermark.
+  // Starts applying the verified segments waiting (Store::apply_all, in the store's
+  // transaction group) on a thread of its own, so that the next segments are read and
+  // verified meanwhile; first drains the apply still running, and commits the group if
+  // it holds o_.batch_records records.
   void flush();
+  // Waits for the apply in flight. If it failed, the group is rolled back: what it held,
+  // and the verified segments waiting behind it (applying them would skip records), are
+  // dropped and the error is thrown.
+  void drain();
+  // Drains, commits the group and completes its segments: counters, ledger, one JSON
+  // line each.
+  void commit();
+  // Every segment verified so far, applied, committed and completed.
+  void flush_all() {
+    flush();
+    commit();
+  }
+  // Forgets every segment not committed (after a failure: the store rolled them back).
+  void drop_uncommitted();
+  // The store, with nothing in flight or uncommitted: the only way this thread reaches it.
+  store::Store& store() {
+    commit();
+    return *store_;
+  }
 
-  // Verified segments wait in a batch until o_.batch_records records or the end of a
-  // pass: a backlog of small segments is applied with few transactions (each one
-  // rewrites every B-tree page its records touch), while one large segment, or a
-  // segment arriving alone, is applied at once.
+  // Verified segments wait until they hold kStepRecords records (or o_.batch_records, if
+  // fewer; 0: each segment) or the pass ends, then go to the apply thread together; the
+  // applied ones wait in done_ for the group's commit (o_.batch_records, or the end of
+  // the pass), which prints their lines.
+  static constexpr size_t kStepRecords = 16384;
   struct Verified {
     transport::Address address;
     std::vector<Record> records;
+    std::vector<hash::Digest> digests;  // one per record: record_digest, from its encoding
     store::Watermark watermark;
     hash::Digest sha256{};
     int64_t started = 0;
   };
+  struct Applied {
+    transport::Address address;
+    size_t records = 0;
+    hash::Digest sha256{};
+    int64_t started = 0;
+    store::ApplyStats stats;
+  };
   std::vector<Verified> batch_;
   size_t batch_records_ = 0;
+  std::vector<Verified> inflight_;  // being applied by apply_ (not touched meanwhile)
+  std::vector<Applied> done_;       // applied, not yet committed
+  size_t done_records_ = 0;
+  // Per source, the last segment verified (waiting, in flight or applied): where the next
+  // one must follow. Reset at the end of each pass and when the group is dropped.
+  std::map<std::string, store::Watermark> verified_;
 
   ReadOptions o_;
   std::unique_ptr<transport::Transport> tr_;
@@ -112,6 +149,8 @@ class Reader {
   std::map<std::string, SourceStats> stats_;
   int64_t metrics_written_ = 0;
   bool following_ = false;
+  // Last: destroyed (joined) before the store it uses.
+  std::future<std::vector<store::ApplyStats>> apply_;
 };
 
 }  // namespace flk::crr

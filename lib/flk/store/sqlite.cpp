@@ -229,9 +229,10 @@ void bind_record(Stmt& s, const Record& r, const hash::Digest& d, int at = 0) {
       .blob(at + 8, d.data(), d.size());
 }
 
-// "INSERT INTO records(…) VALUES(?1,…,?8),(?9,…),…" with `rows` rows.
-std::string insert_sql(size_t rows) {
-  std::string sql = fmt::format("INSERT INTO records({}) VALUES", kRecordColumns);
+// "INSERT INTO records(…) VALUES(?1,…,?8),(?9,…),…" with `rows` rows (`verb`: "INSERT"
+// or "INSERT OR IGNORE").
+std::string insert_sql(size_t rows, std::string_view verb = "INSERT") {
+  std::string sql = fmt::format("{} INTO records({}) VALUES", verb, kRecordColumns);
   for (size_t i = 0; i < rows; ++i) {
     sql += i ? ",(" : "(";
     for (size_t c = 1; c <= 8; ++c) sql += fmt::format("{}?{}", c > 1 ? "," : "", i * 8 + c);
@@ -273,29 +274,50 @@ class SqliteStore final : public Store {
   std::string url() const override { return db_.url(); }
 
   // In pcs_id order (each B-tree page visited once, not once per record on it). A
-  // pcs_id that appears once in the batch is first offered to INSERT OR IGNORE: when it
-  // is new to the store — the common case of replay — that one statement is the whole
-  // of first write wins. Otherwise (stored already, or repeated in the batch) its
+  // pcs_id that appears once in the batch is first offered to INSERT OR IGNORE (256 rows
+  // a statement): when it is new to the store — the common case of replay — that is the
+  // whole of first write wins. Otherwise (stored already, or repeated in the batch) its
   // records go through the shared plan() against the stored winner. The result is
   // plan()'s over the whole batch: pcs_ids are independent, and a pcs_id's records keep
   // their order.
   ApplyStats apply(std::span<const Record> records, const Watermark* advance) override {
     Tx tx(*this);
-    ApplyStats stats = apply_in_tx(records, advance);
+    ApplyStats stats = apply_in_tx(records, advance, {});
     tx.commit();
     return stats;
   }
 
-  // One transaction for all.
+  void begin_group() override {
+    if (group_) return;
+    db_.exec("BEGIN IMMEDIATE");
+    group_ = true;
+  }
+  void commit_group() override {
+    if (!group_) return;
+    group_ = false;
+    try {
+      db_.exec("COMMIT");
+    } catch (...) {
+      sqlite3_exec(db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
+      throw;
+    }
+  }
+
+  // One transaction for all (or the group's).
   std::vector<ApplyStats> apply_all(std::span<const Batch> batches) override {
     Tx tx(*this);
     std::vector<ApplyStats> out;
-    for (const Batch& b : batches) out.push_back(apply_in_tx(b.records, b.advance));
+    for (const Batch& b : batches) {
+      if (!b.digests.empty() && b.digests.size() != b.records.size())
+        fail(Code::internal, "store '{}': {} digests for {} records", db_.url(), b.digests.size(), b.records.size());
+      out.push_back(apply_in_tx(b.records, b.advance, b.digests));
+    }
     tx.commit();
     return out;
   }
 
-  ApplyStats apply_in_tx(std::span<const Record> records, const Watermark* advance) {
+  ApplyStats apply_in_tx(std::span<const Record> records, const Watermark* advance,
+                         std::span<const hash::Digest> digests) {
     // Sorted by (the first 8 bytes of the pcs_id, big-endian, then the rest, then the
     // position): the prefix decides most comparisons without touching the strings.
     struct Key {
@@ -319,25 +341,15 @@ class SqliteStore final : public Store {
     ApplyStats stats;
     std::vector<Evidence> evidence;
     int64_t now = timeutil::now();
+    auto digest_of = [&](uint32_t k) { return digests.empty() ? record_digest(records[k]) : digests[k]; };
+    // A pcs_id stored already, or repeated in the batch: its records through the shared
+    // plan() against the stored winner.
     std::vector<Record> group;
-    for (size_t i = 0; i < order.size();) {
-      const Record& first = records[order[i]];
-      size_t j = i + 1;
-      while (j < order.size() && records[order[j]].pcs_id == first.pcs_id) ++j;
-      if (j == i + 1) {
-        bind_record(insert_new_, first, record_digest(first));
-        insert_new_.run();
-        insert_new_.reset();
-        if (sqlite3_changes(db_.get()) == 1) {
-          ++stats.inserted;
-          i = j;
-          continue;
-        }
-      }
+    auto by_plan = [&](size_t i, size_t j) {
       group.clear();
       for (size_t k = i; k < j; ++k) group.push_back(records[order[k]]);
       std::unordered_map<std::string, Stored> current;
-      if (auto st = get(first.pcs_id)) current.emplace(first.pcs_id, std::move(*st));
+      if (auto st = get(group.front().pcs_id)) current.emplace(group.front().pcs_id, std::move(*st));
       Plan p = plan(group, current, now);
       for (const Stored& up : p.upserts) {
         bind_record(put_, up.record, up.digest);
@@ -346,8 +358,61 @@ class SqliteStore final : public Store {
       }
       evidence.insert(evidence.end(), p.evidence.begin(), p.evidence.end());
       stats += p.stats;
+    };
+    // A pcs_id once in the batch (nearly all, replaying new records) is offered to
+    // INSERT OR IGNORE, kBulkRows at a time in one statement (a statement per row costs
+    // more in starting and ending it than in inserting). When it inserted them all, that
+    // was the whole of first write wins; otherwise it is undone (a savepoint) and they go
+    // one at a time: those stored already through plan().
+    std::vector<size_t> single;  // positions in `order`
+    std::vector<hash::Digest> bound(kBulkRows);
+    auto one_by_one = [&] {
+      for (size_t r : single) {
+        bind_record(insert_new_, records[order[r]], digest_of(order[r]));
+        insert_new_.run();
+        insert_new_.reset();
+        if (sqlite3_changes(db_.get()) == 1)
+          ++stats.inserted;
+        else
+          by_plan(r, r + 1);
+      }
+    };
+    auto offer = [&] {
+      if (single.size() == kBulkRows) {
+        for (size_t r = 0; r < kBulkRows; ++r) {
+          bound[r] = digest_of(order[single[r]]);
+          bind_record(insert_many_, records[order[single[r]]], bound[r], static_cast<int>(r * 8));
+        }
+        savepoint_.run();
+        insert_many_.run();
+        if (static_cast<size_t>(sqlite3_changes(db_.get())) == kBulkRows) {
+          release_.run();
+          stats.inserted += kBulkRows;
+        } else {
+          rollback_to_.run();
+          release_.run();
+          one_by_one();
+        }
+      } else {
+        one_by_one();
+      }
+      single.clear();
+    };
+    for (size_t i = 0; i < order.size();) {
+      const Record& first = records[order[i]];
+      size_t j = i + 1;
+      while (j < order.size() && records[order[j]].pcs_id == first.pcs_id) ++j;
+      if (j == i + 1) {
+        single.push_back(i);
+        if (single.size() == kBulkRows) offer();
+      } else {
+        by_plan(i, j);
+      }
       i = j;
     }
+    offer();
+    // plan() gave them per pcs_id, not in order (singles are offered in groups).
+    std::sort(stats.conflict_ids.begin(), stats.conflict_ids.end());
     add_evidence(evidence);
     if (advance) write_watermark(*advance);
     return stats;
@@ -502,20 +567,26 @@ class SqliteStore final : public Store {
 
  private:
   // BEGIN IMMEDIATE (a writer) or BEGIN (a reader) … COMMIT, rolled back if not
-  // committed.
+  // committed. Inside a group (begin_group) it is the group's: it neither begins nor
+  // commits, and a failure rolls the whole group back.
   class Tx {
    public:
-    explicit Tx(SqliteStore& s, const char* begin = "BEGIN IMMEDIATE") : s_(s) { s_.db_.exec(begin); }
+    explicit Tx(SqliteStore& s, const char* begin = "BEGIN IMMEDIATE") : s_(s), nested_(s.group_) {
+      if (!nested_) s_.db_.exec(begin);
+    }
     ~Tx() {
-      if (!done_) sqlite3_exec(s_.db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
+      if (done_) return;
+      sqlite3_exec(s_.db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
+      s_.group_ = false;
     }
     void commit() {
-      s_.db_.exec("COMMIT");
+      if (!nested_) s_.db_.exec("COMMIT");
       done_ = true;
     }
 
    private:
     SqliteStore& s_;
+    bool nested_;
     bool done_ = false;
   };
 
@@ -538,7 +609,7 @@ class SqliteStore final : public Store {
       // a WAL to recover. No mmap_size: reads through a map gained nothing measurable and
       // turn an I/O error into SIGBUS.
       if (fresh) db_.exec("PRAGMA page_size=16384");
-      db_.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-65536");
+      db_.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY");
     }
     {
       Tx tx(*this);
@@ -561,6 +632,10 @@ class SqliteStore final : public Store {
     insert_new_ =
         Stmt(db_, fmt::format("INSERT OR IGNORE INTO records({}) VALUES(?1,?2,?3,?4,?5,?6,?7,?8)", kRecordColumns).c_str());
     insert_ = Stmt(db_, insert_sql(1).c_str());
+    insert_many_ = Stmt(db_, insert_sql(kBulkRows, "INSERT OR IGNORE").c_str());
+    savepoint_ = Stmt(db_, "SAVEPOINT offer");
+    rollback_to_ = Stmt(db_, "ROLLBACK TO offer");
+    release_ = Stmt(db_, "RELEASE offer");
     evidence_ = Stmt(db_,
                      "INSERT OR IGNORE INTO evidence(pcs_id, tenant_id, outcome, ts, region, params, payload, digest, "
                      "detected_at) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9)");
@@ -571,7 +646,9 @@ class SqliteStore final : public Store {
   }
 
   void finalize_statements() {
-    for (Stmt* s : {&get_, &put_, &insert_new_, &insert_, &evidence_, &evidence_of_, &watermark_, &unmark_}) *s = Stmt();
+    for (Stmt* s : {&get_, &put_, &insert_new_, &insert_, &insert_many_, &savepoint_, &rollback_to_, &release_,
+                    &evidence_, &evidence_of_, &watermark_, &unmark_})
+      *s = Stmt();
   }
 
   // The stored winner of a pcs_id.
@@ -616,7 +693,9 @@ class SqliteStore final : public Store {
 
   Db db_;
   bool scratch_;
-  Stmt get_, put_, insert_new_, insert_, evidence_, evidence_of_, watermark_, unmark_;
+  bool group_ = false;  // a transaction of begin_group() is open
+  Stmt get_, put_, insert_new_, insert_, insert_many_, savepoint_, rollback_to_, release_, evidence_, evidence_of_,
+      watermark_, unmark_;
 };
 
 }  // namespace

@@ -94,8 +94,20 @@ class Store {
   struct Batch {
     std::span<const Record> records;
     const Watermark* advance = nullptr;
+    // The records' digests (record_digest), when the caller has them already (a reader
+    // hashes each record's encoding as it verifies it, on another thread): empty, or one
+    // per record. A back end may use them instead of computing its own.
+    std::span<const hash::Digest> digests = {};
   };
   virtual std::vector<ApplyStats> apply_all(std::span<const Batch> batches);
+
+  // Several apply_all() calls in one transaction: begin_group() opens it (when none is
+  // open), commit_group() commits it (when one is). Each commit rewrites every page it
+  // touched, so a backlog replayed with fewer, larger commits costs less. An error in
+  // between rolls back the whole group; after a crash, none of it is visible. A back end
+  // without this commits each call (the default: both do nothing).
+  virtual void begin_group() {}
+  virtual void commit_group() {}
 
   virtual std::optional<Watermark> watermark(std::string_view source) = 0;
   // Every watermark, sorted by source.
