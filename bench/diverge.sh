@@ -18,9 +18,11 @@
 #   2) flk-diverge digest of the first store, with 65536 buckets (the default) and with
 #      FLK_BENCH_DIVERGE_BIG_BUCKETS, beside sqlite3 dumping the columns a digest hashes
 #      (pcs_id, outcome, ts, region) sorted by pcs_id into a file; the digest's size; and
-#      the bytes two regions exchange to find the differences: both digests + the rows of
-#      the buckets `compare` names (what a remote scan of those buckets would ship),
-#      beside the store's size.
+#      the bytes two regions exchange to find the differences: ONE digest (the first
+#      store's, as sent; the other region compares it with its own store,
+#      `compare A --store URL`) + the rows of the buckets `compare` names (what a remote
+#      scan of those buckets would ship), beside the store's size. The notes also give
+#      the bytes with both digests sent.
 #
 # The stores take a while to build (gen_records | flk-wal append, flk-rebuild-dedup,
 # then flk-rebuild-dedup --in-place of a WAL of the conflicting records into a copy),
@@ -36,6 +38,10 @@
 #   FLK_BENCH_DIVERGE_CONFLICTS      pcs_ids that differ                (default 1000)
 #   FLK_BENCH_DIVERGE_BIG_BUCKETS    the second digest bucket count     (default 262144)
 #   FLK_BENCH_RUNS                   runs per figure, median reported   (default 3)
+#   FLK_BENCH_DIVERGE_ONLY           "exchange": only the stores of FLK_BENCH_DIVERGE_RECORDS
+#                                    and the exchange figures (digests made once, untimed;
+#                                    no scan, memory or digest timing figure)
+#                                                                (default: every figure)
 #   FLK_BENCH_WORK                   where the stores and dumps go      (default BUILD_DIR/bench)
 #   FLK_BENCH_COMMIT                 the commit BUILD_DIR was built from, when it is not
 #                                    the HEAD of this source tree       (default HEAD)
@@ -59,6 +65,7 @@ small_records=${FLK_BENCH_DIVERGE_SMALL_RECORDS:-$((records / 5))}
 conflicts=${FLK_BENCH_DIVERGE_CONFLICTS:-1000}
 big_buckets=${FLK_BENCH_DIVERGE_BIG_BUCKETS:-262144}
 runs=${FLK_BENCH_RUNS:-3}
+only=${FLK_BENCH_DIVERGE_ONLY:-}
 default_buckets=65536
 region_a=us-east-1
 region_b=us-west-2
@@ -85,6 +92,7 @@ done
 if [ "$conflicts" -gt "$small_records" ] || [ "$small_records" -gt "$records" ]; then
   die "need conflicts ($conflicts) <= small records ($small_records) <= records ($records)"
 fi
+[ -z "$only" ] || [ "$only" = exchange ] || die "FLK_BENCH_DIVERGE_ONLY must be 'exchange' or unset, not '$only'"
 
 mkdir -p "$bb"
 base_dir=${FLK_BENCH_WORK:-$bb}
@@ -208,7 +216,7 @@ ensure_stores() {
 }
 
 ensure_stores "$records"
-[ "$small_records" = "$records" ] || ensure_stores "$small_records"
+[ "$small_records" = "$records" ] || [ -n "$only" ] || ensure_stores "$small_records"
 dir=$(store_dir "$records")
 small_dir=$(store_dir "$small_records")
 
@@ -273,108 +281,122 @@ base_scan() {
 
 a_bytes=$(field_of "$dir/stamp" a_bytes)
 b_bytes=$(field_of "$dir/stamp" b_bytes)
-say "scan: one untimed run of each (warms the page cache; every pcs_id found checked), then $runs runs"
-flk_scan "$dir" "$work/findings" full
-base_scan "$dir" full
-dump_bytes=$(stat -c %s "$work/a.txt")
-flk_s=()
-base_s=()
-ratio_s=()
-dump_s=()
-comm_s=()
-rss_s=()
-cpu_s=()
-for ((i = 1; i <= runs; i++)); do
-  t=$EPOCHREALTIME
-  flk_scan "$dir" "$work/findings"
-  flk_s+=("$(since "$t")")
-  rss_s+=("$(tail -n 1 "$work/findings.time" | awk '{ print $1 }')")
-  cpu_s+=("$(tail -n 1 "$work/findings.time" | awk '{ print $2 + $3 }')")
-  t=$EPOCHREALTIME
-  base_scan "$dir"
-  base_s+=("$(since "$t")")
-  dump_s+=("$base_dump_s")
-  comm_s+=("$base_comm_s")
-  ratio_s+=("$(calc "${base_s[-1]} / ${flk_s[-1]}")")
-  say "  run $i: flk-diverge scan $(fmt2 "${flk_s[-1]}") s (CPU $(fmt2 "${cpu_s[-1]}") s), sqlite3 + comm $(fmt2 "${base_s[-1]}") s (dumps $(fmt2 "$base_dump_s"), comm $(fmt2 "$base_comm_s"))"
-done
-rm -f "$work/a.txt" "$work/b.txt"
-flk_t=$(median "${flk_s[@]}")
-base_t=$(median "${base_s[@]}")
-ratio=$(median "${ratio_s[@]}")
-flk_rps=$(calc "$records / $flk_t")
-base_rps=$(calc "$records / $base_t")
-cpu=$(median "${cpu_s[@]}")
-rss=$(median "${rss_s[@]}")
-printf '{"figure":"diverge.scan","unit":"records/s","flk":%s,"baseline":%s,"baseline_name":"sqlite3 dumps of both stores (at once) sorted by pcs_id into files, then comm -3","ratio":%s,"goal":"ratio >= 3","runs":%s,"records":%s,"conflicts":%s,"store_bytes":[%s,%s],"dump_bytes":%s,"flk_seconds":%s,"baseline_seconds":%s,"baseline_dump_seconds":%s,"baseline_comm_seconds":%s,"ratios":%s,"flk_cpu_seconds":%s,"flk_max_rss_kib":%s,%s}\n' \
-  "$flk_rps" "$base_rps" "$ratio" "$runs" "$records" "$conflicts" "$a_bytes" "$b_bytes" "$dump_bytes" \
-  "$(json_array "${flk_s[@]}")" "$(json_array "${base_s[@]}")" "$(json_array "${dump_s[@]}")" \
-  "$(json_array "${comm_s[@]}")" "$(json_array "${ratio_s[@]}")" "$(json_array "${cpu_s[@]}")" \
-  "$(json_array "${rss_s[@]}")" "$common" >>"$work/results.tmp"
-row "scan, 2 SQLite stores (rec/s)" "$(human "$flk_rps")" "$(human "$base_rps")" "$(fmt2 "$ratio")" \
-  "$(human "$records") rec/store, $conflicts conflicts found by both; s: $(fmt2 "$flk_t")/$(fmt2 "$base_t") (dumps $(fmt2 "$(median "${dump_s[@]}")") + comm $(fmt2 "$(median "${comm_s[@]}")")); flk CPU $(fmt2 "$cpu") s; goal >= 3.00"
-
-# Memory: the same scan of stores a fifth the size (same number of conflicts).
-small_rss_s=()
-if [ "$small_records" != "$records" ]; then
-  say "scan: $runs runs on the stores of $(human "$small_records") records, for memory"
-  small_s=()
-  flk_scan "$small_dir" "$work/findings-small" full
+dump_bytes=null # the scan's dump, unknown without the scan figures
+if [ -z "$only" ]; then
+  say "scan: one untimed run of each (warms the page cache; every pcs_id found checked), then $runs runs"
+  flk_scan "$dir" "$work/findings" full
+  base_scan "$dir" full
+  dump_bytes=$(stat -c %s "$work/a.txt")
+  flk_s=()
+  base_s=()
+  ratio_s=()
+  dump_s=()
+  comm_s=()
+  rss_s=()
+  cpu_s=()
   for ((i = 1; i <= runs; i++)); do
     t=$EPOCHREALTIME
-    flk_scan "$small_dir" "$work/findings-small"
-    small_s+=("$(since "$t")")
-    small_rss_s+=("$(tail -n 1 "$work/findings-small.time" | awk '{ print $1 }')")
+    flk_scan "$dir" "$work/findings"
+    flk_s+=("$(since "$t")")
+    rss_s+=("$(tail -n 1 "$work/findings.time" | awk '{ print $1 }')")
+    cpu_s+=("$(tail -n 1 "$work/findings.time" | awk '{ print $2 + $3 }')")
+    t=$EPOCHREALTIME
+    base_scan "$dir"
+    base_s+=("$(since "$t")")
+    dump_s+=("$base_dump_s")
+    comm_s+=("$base_comm_s")
+    ratio_s+=("$(calc "${base_s[-1]} / ${flk_s[-1]}")")
+    say "  run $i: flk-diverge scan $(fmt2 "${flk_s[-1]}") s (CPU $(fmt2 "${cpu_s[-1]}") s), sqlite3 + comm $(fmt2 "${base_s[-1]}") s (dumps $(fmt2 "$base_dump_s"), comm $(fmt2 "$base_comm_s"))"
   done
-  small_rss=$(median "${small_rss_s[@]}")
-  small_t=$(median "${small_s[@]}")
-else
-  small_rss_s=("${rss_s[@]}")
-  small_rss=$rss
-  small_t=$flk_t
+  rm -f "$work/a.txt" "$work/b.txt"
+  flk_t=$(median "${flk_s[@]}")
+  base_t=$(median "${base_s[@]}")
+  ratio=$(median "${ratio_s[@]}")
+  flk_rps=$(calc "$records / $flk_t")
+  base_rps=$(calc "$records / $base_t")
+  cpu=$(median "${cpu_s[@]}")
+  rss=$(median "${rss_s[@]}")
+  printf '{"figure":"diverge.scan","unit":"records/s","flk":%s,"baseline":%s,"baseline_name":"sqlite3 dumps of both stores (at once) sorted by pcs_id into files, then comm -3","ratio":%s,"goal":"ratio >= 3","runs":%s,"records":%s,"conflicts":%s,"store_bytes":[%s,%s],"dump_bytes":%s,"flk_seconds":%s,"baseline_seconds":%s,"baseline_dump_seconds":%s,"baseline_comm_seconds":%s,"ratios":%s,"flk_cpu_seconds":%s,"flk_max_rss_kib":%s,%s}\n' \
+    "$flk_rps" "$base_rps" "$ratio" "$runs" "$records" "$conflicts" "$a_bytes" "$b_bytes" "$dump_bytes" \
+    "$(json_array "${flk_s[@]}")" "$(json_array "${base_s[@]}")" "$(json_array "${dump_s[@]}")" \
+    "$(json_array "${comm_s[@]}")" "$(json_array "${ratio_s[@]}")" "$(json_array "${cpu_s[@]}")" \
+    "$(json_array "${rss_s[@]}")" "$common" >>"$work/results.tmp"
+  row "scan, 2 SQLite stores (rec/s)" "$(human "$flk_rps")" "$(human "$base_rps")" "$(fmt2 "$ratio")" \
+    "$(human "$records") rec/store, $conflicts conflicts found by both; s: $(fmt2 "$flk_t")/$(fmt2 "$base_t") (dumps $(fmt2 "$(median "${dump_s[@]}")") + comm $(fmt2 "$(median "${comm_s[@]}")")); flk CPU $(fmt2 "$cpu") s; goal >= 3.00"
+
+  # Memory: the same scan of stores a fifth the size (same number of conflicts).
+  small_rss_s=()
+  if [ "$small_records" != "$records" ]; then
+    say "scan: $runs runs on the stores of $(human "$small_records") records, for memory"
+    small_s=()
+    flk_scan "$small_dir" "$work/findings-small" full
+    for ((i = 1; i <= runs; i++)); do
+      t=$EPOCHREALTIME
+      flk_scan "$small_dir" "$work/findings-small"
+      small_s+=("$(since "$t")")
+      small_rss_s+=("$(tail -n 1 "$work/findings-small.time" | awk '{ print $1 }')")
+    done
+    small_rss=$(median "${small_rss_s[@]}")
+    small_t=$(median "${small_s[@]}")
+  else
+    small_rss_s=("${rss_s[@]}")
+    small_rss=$rss
+    small_t=$flk_t
+  fi
+  "$gnu_time" -f %M -o "$work/floor.time" "$flk_diverge" --help >/dev/null
+  floor_kib=$(tail -n 1 "$work/floor.time")
+  printf '{"figure":"max_rss.diverge_scan","unit":"KiB","flk":%s,"baseline":%s,"baseline_name":"the same scan of stores of %s records","ratio":%s,"goal":"independent of store size","records":%s,"baseline_records":%s,"flk_samples":%s,"baseline_samples":%s,"baseline_scan_seconds":%s,"process_floor_kib":%s,%s}\n' \
+    "$rss" "$small_rss" "$small_records" "$(calc "$rss / $small_rss")" "$records" "$small_records" \
+    "$(json_array "${rss_s[@]}")" "$(json_array "${small_rss_s[@]}")" "$small_t" "$floor_kib" "$common" >>"$work/results.tmp"
+  row "max RSS, scan (MiB)" "$(fmt2 "$(calc "$rss / 1024")") @$(human "$records")" \
+    "$(fmt2 "$(calc "$small_rss / 1024")") @$(human "$small_records")" "$(fmt2 "$(calc "$rss / $small_rss")")" \
+    "goal: constant (ratio ~1.00); scan of $(human "$small_records"): $(fmt2 "$small_t") s; flk-diverge --help alone $(fmt2 "$(calc "$floor_kib / 1024")") MiB"
 fi
-"$gnu_time" -f %M -o "$work/floor.time" "$flk_diverge" --help >/dev/null
-floor_kib=$(tail -n 1 "$work/floor.time")
-printf '{"figure":"max_rss.diverge_scan","unit":"KiB","flk":%s,"baseline":%s,"baseline_name":"the same scan of stores of %s records","ratio":%s,"goal":"independent of store size","records":%s,"baseline_records":%s,"flk_samples":%s,"baseline_samples":%s,"baseline_scan_seconds":%s,"process_floor_kib":%s,%s}\n' \
-  "$rss" "$small_rss" "$small_records" "$(calc "$rss / $small_rss")" "$records" "$small_records" \
-  "$(json_array "${rss_s[@]}")" "$(json_array "${small_rss_s[@]}")" "$small_t" "$floor_kib" "$common" >>"$work/results.tmp"
-row "max RSS, scan (MiB)" "$(fmt2 "$(calc "$rss / 1024")") @$(human "$records")" \
-  "$(fmt2 "$(calc "$small_rss / 1024")") @$(human "$small_records")" "$(fmt2 "$(calc "$rss / $small_rss")")" \
-  "goal: constant (ratio ~1.00); scan of $(human "$small_records"): $(fmt2 "$small_t") s; flk-diverge --help alone $(fmt2 "$(calc "$floor_kib / 1024")") MiB"
 
 # ---------------------------------------------------------------------------------------
 # 2) digest: time beside a dump of the columns it hashes; size; bytes to exchange.
 #
-# Exchange = both digests (each region sends its own) + the rows of the differing
+# Exchange = one digest (a region sends its own; the other compares it with its store,
+# `compare A --store URL`, and never sends its digest) + the rows of the differing
 # buckets, as a remote `scan --buckets @differing` would fetch them: differing buckets
 # × (the rows' bytes of the whole store / buckets), the rows' bytes being the eight
-# columns at their length (see ensure_stores). Goal: <= 1% of the store's size.
+# columns at their length (see ensure_stores). Goal: <= 1% of the store's size. With
+# both digests sent (each region sends its own), for comparison: in the notes.
 row_bytes=$(field_of "$dir/stamp" row_bytes)
 bucket_counts=("$default_buckets")
 [ "$big_buckets" = "$default_buckets" ] || bucket_counts+=("$big_buckets")
 declare -A dg_s dgb_s dgr_s dg_rss
+both_notes=()
 dump_q="SELECT pcs_id, outcome, ts, region FROM records ORDER BY pcs_id"
-say "digest: $runs runs of flk-diverge digest (--buckets ${bucket_counts[*]}) and sqlite3 dumps of (pcs_id, outcome, ts, region)"
-for ((i = 1; i <= runs; i++)); do
-  for nb in "${bucket_counts[@]}"; do
-    rm -f "$work/a-$nb.digest"
-    t=$EPOCHREALTIME
-    "$gnu_time" -f %M -o "$work/digest.time" "$flk_diverge" --config "$cfg" digest --store "sqlite://$dir/a.db" \
-      --buckets "$nb" --region "$region_a" --output "$work/a-$nb.digest"
-    ft=$(since "$t")
-    dg_rss[$nb]+="$(tail -n 1 "$work/digest.time") "
-    rm -f "$work/dump.txt"
-    t=$EPOCHREALTIME
-    sqlite3 "$dir/a.db" "$dump_q" >"$work/dump.txt"
-    bt=$(since "$t")
-    dg_s[$nb]+="$ft "
-    dgb_s[$nb]+="$bt "
-    dgr_s[$nb]+="$(calc "$bt / $ft") "
-    say "  run $i, $nb buckets: digest $(fmt2 "$ft") s, sqlite3 dump $(fmt2 "$bt") s"
+if [ -z "$only" ]; then
+  say "digest: $runs runs of flk-diverge digest (--buckets ${bucket_counts[*]}) and sqlite3 dumps of (pcs_id, outcome, ts, region)"
+  for ((i = 1; i <= runs; i++)); do
+    for nb in "${bucket_counts[@]}"; do
+      rm -f "$work/a-$nb.digest"
+      t=$EPOCHREALTIME
+      "$gnu_time" -f %M -o "$work/digest.time" "$flk_diverge" --config "$cfg" digest --store "sqlite://$dir/a.db" \
+        --buckets "$nb" --region "$region_a" --output "$work/a-$nb.digest"
+      ft=$(since "$t")
+      dg_rss[$nb]+="$(tail -n 1 "$work/digest.time") "
+      rm -f "$work/dump.txt"
+      t=$EPOCHREALTIME
+      sqlite3 "$dir/a.db" "$dump_q" >"$work/dump.txt"
+      bt=$(since "$t")
+      dg_s[$nb]+="$ft "
+      dgb_s[$nb]+="$bt "
+      dgr_s[$nb]+="$(calc "$bt / $ft") "
+      say "  run $i, $nb buckets: digest $(fmt2 "$ft") s, sqlite3 dump $(fmt2 "$bt") s"
+    done
   done
-done
-full_dump_bytes=$(stat -c %s "$work/dump.txt")
-rm -f "$work/dump.txt"
+  full_dump_bytes=$(stat -c %s "$work/dump.txt")
+  rm -f "$work/dump.txt"
+else
+  say "digest: flk-diverge digest of a.db, once (--buckets ${bucket_counts[*]}; FLK_BENCH_DIVERGE_ONLY=exchange: untimed)"
+  for nb in "${bucket_counts[@]}"; do
+    "$flk_diverge" --config "$cfg" digest --store "sqlite://$dir/a.db" --buckets "$nb" --region "$region_a" \
+      --output "$work/a-$nb.digest"
+  done
+fi
 
 # shellcheck disable=SC2086 # the per-count lists are space-separated on purpose
 for nb in "${bucket_counts[@]}"; do
@@ -389,6 +411,13 @@ for nb in "${bucket_counts[@]}"; do
   if [ "$differ" -lt 1 ] || [ "$differ" -gt "$conflicts" ]; then
     die "compare: $differ differing buckets for $conflicts conflicts"
   fi
+  # What the receiving region does with the one digest sent: the same buckets.
+  rc=0
+  "$flk_diverge" --config "$cfg" compare "$work/a-$nb.digest" --store "sqlite://$dir/b.db" \
+    >"$work/differ-store-$nb" || rc=$?
+  [ "$rc" = 1 ] || die "flk-diverge compare --store exited $rc, expected 1 (buckets differ)"
+  cmp -s "$work/differ-$nb" "$work/differ-store-$nb" ||
+    die "compare A --store B named other buckets than compare A B ($work/differ-store-$nb, $work/differ-$nb)"
   rc=0
   t=$EPOCHREALTIME
   "$flk_diverge" --config "$cfg" -v scan --buckets "@$work/differ-$nb" --bucket-count "$nb" \
@@ -402,23 +431,29 @@ for nb in "${bucket_counts[@]}"; do
   b_dg=$(stat -c %s "$work/b-$nb.digest")
   per_bucket=$(calc "$row_bytes / $nb")
   rows_bytes=$(icalc "$differ * $row_bytes / $nb")
-  exchange=$(icalc "$a_dg + $b_dg + $rows_bytes")
+  exchange=$(icalc "$a_dg + $rows_bytes")
   pct=$(calc "100 * $exchange / $a_bytes")
-  ft=$(median ${dg_s[$nb]})
-  bt=$(median ${dgb_s[$nb]})
-  dr=$(median ${dgr_s[$nb]})
-  drss=$(median ${dg_rss[$nb]})
-  printf '{"figure":"diverge.digest_%s","unit":"records/s","flk":%s,"baseline":%s,"baseline_name":"sqlite3 dump of pcs_id, outcome, ts, region sorted by pcs_id into a file","ratio":%s,"runs":%s,"records":%s,"buckets":%s,"digest_bytes":%s,"store_bytes":%s,"dump_bytes":%s,"flk_seconds":%s,"baseline_seconds":%s,"ratios":%s,"flk_max_rss_kib":%s,%s}\n' \
-    "$nb" "$(calc "$records / $ft")" "$(calc "$records / $bt")" "$dr" "$runs" "$records" "$nb" "$a_dg" "$a_bytes" \
-    "$full_dump_bytes" "$(json_array ${dg_s[$nb]})" "$(json_array ${dgb_s[$nb]})" "$(json_array ${dgr_s[$nb]})" \
-    "$(json_array ${dg_rss[$nb]})" "$common" >>"$work/results.tmp"
-  row "digest, $nb buckets (rec/s)" "$(human "$(calc "$records / $ft")")" "$(human "$(calc "$records / $bt")")" \
-    "$(fmt2 "$dr")" "s: $(fmt2 "$ft")/$(fmt2 "$bt"); digest $(human "$a_dg") B = $(fmt2 "$(calc "100 * $a_dg / $a_bytes")")% of the store ($(human "$a_bytes") B); max RSS $(fmt2 "$(calc "$drss / 1024")") MiB"
-  printf '{"figure":"diverge.exchange_%s","unit":"bytes","flk":%s,"baseline":%s,"baseline_name":"the store (a.db)","ratio":%s,"goal":"<= 1%% of the store","percent_of_store":%s,"records":%s,"conflicts":%s,"buckets":%s,"digest_bytes":[%s,%s],"differing_buckets":%s,"row_bytes":%s,"bucket_row_bytes":%s,"differing_rows_bytes":%s,"sorted_dump_bytes":%s,"scan_buckets_seconds":%s,%s}\n' \
+  exchange_both=$(icalc "$a_dg + $b_dg + $rows_bytes")
+  pct_both=$(calc "100 * $exchange_both / $a_bytes")
+  both_notes+=("$nb buckets: $(human "$a_dg") + $(human "$b_dg") + $(human "$rows_bytes") = $(human "$exchange_both") B = $(fmt2 "$pct_both")%")
+  if [ -z "$only" ]; then
+    ft=$(median ${dg_s[$nb]})
+    bt=$(median ${dgb_s[$nb]})
+    dr=$(median ${dgr_s[$nb]})
+    drss=$(median ${dg_rss[$nb]})
+    printf '{"figure":"diverge.digest_%s","unit":"records/s","flk":%s,"baseline":%s,"baseline_name":"sqlite3 dump of pcs_id, outcome, ts, region sorted by pcs_id into a file","ratio":%s,"runs":%s,"records":%s,"buckets":%s,"digest_bytes":%s,"store_bytes":%s,"dump_bytes":%s,"flk_seconds":%s,"baseline_seconds":%s,"ratios":%s,"flk_max_rss_kib":%s,%s}\n' \
+      "$nb" "$(calc "$records / $ft")" "$(calc "$records / $bt")" "$dr" "$runs" "$records" "$nb" "$a_dg" "$a_bytes" \
+      "$full_dump_bytes" "$(json_array ${dg_s[$nb]})" "$(json_array ${dgb_s[$nb]})" "$(json_array ${dgr_s[$nb]})" \
+      "$(json_array ${dg_rss[$nb]})" "$common" >>"$work/results.tmp"
+    row "digest, $nb buckets (rec/s)" "$(human "$(calc "$records / $ft")")" "$(human "$(calc "$records / $bt")")" \
+      "$(fmt2 "$dr")" "s: $(fmt2 "$ft")/$(fmt2 "$bt"); digest $(human "$a_dg") B = $(fmt2 "$(calc "100 * $a_dg / $a_bytes")")% of the store ($(human "$a_bytes") B); max RSS $(fmt2 "$(calc "$drss / 1024")") MiB"
+  fi
+  printf '{"figure":"diverge.exchange_%s","unit":"bytes","flk":%s,"baseline":%s,"baseline_name":"the store (a.db)","ratio":%s,"goal":"<= 1%% of the store","percent_of_store":%s,"records":%s,"conflicts":%s,"buckets":%s,"digest_bytes":[%s,%s],"digests_sent":1,"exchange_both_digests":%s,"percent_of_store_both_digests":%s,"differing_buckets":%s,"row_bytes":%s,"bucket_row_bytes":%s,"differing_rows_bytes":%s,"sorted_dump_bytes":%s,"scan_buckets_seconds":%s,%s}\n' \
     "$nb" "$exchange" "$a_bytes" "$(calc "$a_bytes / $exchange")" "$pct" "$records" "$conflicts" "$nb" "$a_dg" "$b_dg" \
-    "$differ" "$row_bytes" "$per_bucket" "$rows_bytes" "$dump_bytes" "$bscan_t" "$common" >>"$work/results.tmp"
+    "$exchange_both" "$pct_both" "$differ" "$row_bytes" "$per_bucket" "$rows_bytes" "$dump_bytes" "$bscan_t" "$common" \
+    >>"$work/results.tmp"
   row "exchange, $nb buckets (B)" "$(human "$exchange")" "$(human "$a_bytes")" "$(fmt2 "$(calc "$a_bytes / $exchange")")" \
-    "$(fmt2 "$pct")% of the store, goal <= 1%: digests $(human "$a_dg") + $(human "$b_dg") + $differ differing buckets x $(human "$per_bucket") B of rows = $(human "$rows_bytes"); scan --buckets $(fmt2 "$bscan_t") s"
+    "$(fmt2 "$pct")% of the store, goal <= 1%: one digest $(human "$a_dg") + $differ differing buckets x $(human "$per_bucket") B of rows = $(human "$rows_bytes"); both digests: $(fmt2 "$pct_both")%; scan --buckets $(fmt2 "$bscan_t") s"
 done
 
 load_end=$(cut -d ' ' -f 1-3 /proc/loadavg)
@@ -432,7 +467,8 @@ printf '\nflk divergence benchmarks — commit %s, %s CPUs, stores on %s, %s run
 printf 'load average %s at the start of the figures, %s at the end\n' "$load_start" "$load_end"
 printf '%-34s %18s %18s %7s  %s\n' "figure" "flk" "baseline" "ratio" "notes"
 printf '%s\n' "${table[@]}"
-cat <<EOF
+if [ -z "$only" ]; then
+  cat <<EOF
 
 Baselines: scan = sqlite3 dumping both stores at once ('SELECT pcs_id, outcome FROM records
 ORDER BY pcs_id', $(human "$dump_bytes") B each) into files, then 'comm -3' of the two;
@@ -440,10 +476,19 @@ max RSS = the same scan of stores of $(human "$small_records") records; digest =
 columns a digest hashes (pcs_id, outcome, ts, region) sorted by pcs_id into a file;
 exchange = the store's size ($(human "$a_bytes") B).
 ratio = baseline time / flk time (median of pairs); big / small for memory; store / exchange for bytes.
-Exchange = both digests (each region sends its own to the other) + differing buckets x the
-average bytes of a bucket's rows, i.e. the rows a remote 'scan --buckets @differing' would
-fetch: the eight columns of 'records' at their length (integers 8 bytes), $(human "$row_bytes") B for the
+EOF
+else
+  printf '\nFLK_BENCH_DIVERGE_ONLY=exchange: the exchange figures only; ratio = store / exchange.\n'
+fi
+cat <<EOF
+Exchange = one digest (the first store's, as sent: the receiving region compares it with
+its own store, 'compare A --store URL' — checked to name the same buckets as comparing
+the two digests — and sends no digest back) + differing buckets x the average bytes of a
+bucket's rows, i.e. the rows a remote 'scan --buckets @differing' would fetch: the eight
+columns of 'records' at their length (integers 8 bytes), $(human "$row_bytes") B for the
 whole store, divided by the bucket count. Protocol overhead is not counted.
+With both digests sent (each region its own), of the store's $(human "$a_bytes") B:
+$(printf '  %s\n' "${both_notes[@]}")
 Goals: scan >= 3x the baseline, memory independent of the stores' size; exchange <= 1% of
 the store. Both scans must find exactly the $conflicts planted conflicts (checked).
 JSON lines appended to: $results

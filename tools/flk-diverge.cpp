@@ -83,7 +83,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
 
   std::vector<std::string> store_args;
-  std::string worm, metrics_file, buckets_arg, output, digest_store, region, head;
+  std::string worm, metrics_file, buckets_arg, output, digest_store, compare_store, region, head;
   uint32_t bucket_count = dv::kDefaultBuckets;
   bool no_worm = false, apply = false;
   std::vector<std::string> files;
@@ -121,8 +121,14 @@ int main(int argc, char** argv) {
       ->type_name("REGION")
       ->check(flk::cli::region_validator());
 
-  CLI::App* compare = app.add_subcommand("compare", "name the buckets in which two digests differ");
-  compare->add_option("digests", files, "two digest files")->type_name("A B")->expected(2)->required();
+  CLI::App* compare =
+      app.add_subcommand("compare", "name the buckets in which two digests, or a digest and a store, differ");
+  compare->add_option("digests", files, "two digest files, or one with --store")
+      ->type_name("A [B]")
+      ->expected(1, 2)
+      ->required();
+  compare->add_option("--store", compare_store, "compare A with this store's digest (made with A's bucket count)")
+      ->type_name("URL");
 
   CLI::App* verify_log = app.add_subcommand("verify-log", "check the WORM ledger's hash chain");
   verify_log->add_option("file", worm, "the ledger (default: paths.worm)")->type_name("FILE");
@@ -159,14 +165,22 @@ int main(int argc, char** argv) {
       auto s = flk::store::open(digest_store.empty() ? cfg.dedup.url : digest_store);
       dv::Digest d = dv::digest_store(*s, bucket_count, region.empty() ? cfg.region : region);
       // Atomically to a file (a reader never sees half a digest), or to stdout.
-      if (output.empty()) flk::wal::write_out(stdout, dv::digest_text(d));
-      else flk::fs::write_file_atomic(output, dv::digest_text(d));
+      std::string bytes = dv::digest_bytes(d);
+      if (output.empty()) flk::wal::write_out(stdout, bytes);
+      else flk::fs::write_file_atomic(output, bytes);
       tool.info(fmt::format("{} records in {} buckets", d.records, d.buckets));
       return 0;
     }
 
     if (*compare) {
-      dv::Digest a = dv::read_digest(files[0]), b = dv::read_digest(files[1]);
+      if ((files.size() == 2) == !compare_store.empty())
+        flk::fail(Code::usage, "compare: give two digest files, or one and --store URL");
+      dv::Digest a = dv::read_digest(files[0]);
+      // With --store the other side is a store digested here, with A's bucket count: of
+      // the two digests, only A has to travel.
+      dv::Digest b = compare_store.empty()
+                         ? dv::read_digest(files[1])
+                         : dv::digest_store(*flk::store::open(compare_store), a.buckets, cfg.region);
       std::vector<uint32_t> differ = dv::compare(a, b);
       for (uint32_t i : differ) {
         std::string line;

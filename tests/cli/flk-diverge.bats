@@ -39,6 +39,36 @@ heal_link() { region_config "$1"; }
 # kinds: "KIND PCS_ID" of the scan output, sorted.
 kinds() { jq -r '"\(.kind) \(.pcs_id)"' <<<"$output" | sort; }
 
+# content_of URL: the content digest of a store: the body_sha256 in the header of its
+# digest (written to stdout), checked against the SHA-256 of the body itself as
+# `sed 1d | sha256sum` gives it (what scripts/demo.sh and the drills compare).
+content_of() {
+  local f want got
+  f=$(mktemp "$BATS_TEST_TMPDIR/content.XXXXXX")
+  flk-diverge digest --store "$1" >"$f"
+  want=$(head -1 "$f" | jq -r .body_sha256)
+  got=$(sed 1d "$f" | sha256sum | cut -c1-64)
+  [[ $want =~ ^[0-9a-f]{64}$ && $want == "$got" ]] ||
+    { echo "content_of $1: the header says body_sha256 '$want', the body's is '$got'" >&2; return 1; }
+  echo "$want"
+}
+
+# header_bytes FILE: the length of a digest's header line, with its newline.
+header_bytes() { head -1 "$1" | wc -c; }
+
+# to_v1 FILE: a version 2 digest rewritten in version 1 (text), as earlier flk-diverge
+# wrote it: the header without the body fields, then "BUCKET COUNT SUM" per non-empty
+# bucket. Only for counts below 128 (one-byte varints).
+to_v1() {
+  head -1 "$1" | jq -c '.version = 1 | del(.body_bytes, .body_sha256)'
+  tail -c +$(($(header_bytes "$1") + 1)) "$1" | od -An -v -tu1 | tr -s ' ' '\n' | sed '/^$/d' | awk '
+    n == 0 && $1 >= 128 { print "to_v1: a count of 128 or more" > "/dev/stderr"; exit 1 }
+    n == 0 && $1 == 0 { b++; next }
+    n == 0 { count = $1; n = 16; sum = ""; next }
+    { sum = sum sprintf("%02x", $1); if (--n == 0) print b++, count, sum }
+    END { if (n) { print "to_v1: the body ends in a sum" > "/dev/stderr"; exit 1 } }'
+}
+
 @test "split-brain: scan finds exactly the conflicting and the missing pcs_ids, reconcile converges, replay changes nothing, the ledger verifies" {
   deploy $EAST $WEST
   write_in $EAST 100 east
@@ -101,8 +131,10 @@ kinds() { jq -r '"\(.kind) \(.pcs_id)"' <<<"$output" | sort; }
   read_all
   dv $EAST scan "${S[@]}" --worm "$worm"
   assert_status 0
-  assert_equal "$(flk-diverge digest --store "$(store_of $WEST)" | sed 1d | sha256sum)" \
-    "$(flk-diverge digest --store "$(store_of $EAST)" | sed 1d | sha256sum)" "digests of the two stores"
+  local west east
+  west=$(content_of "$(store_of $WEST)")
+  east=$(content_of "$(store_of $EAST)")
+  assert_equal "$west" "$east" "content digests of the two stores"
   verify_all
 
   dv $EAST verify-log "$worm"
@@ -176,17 +208,38 @@ missing west-000042" "findings"
 
   flk-diverge digest --store "sqlite://$d/a/dedup.db" --region $EAST --output "$d/a.digest"
   flk-diverge digest --store "sqlite://$d/b/dedup.db" --region $WEST --output "$d/b.digest"
-  jq -e --argjson n "$n" '.format == "flk-diverge-digest" and .records == $n and .buckets == 65536' <<<"$(head -1 "$d/a.digest")"
+  jq -e --argjson n "$n" '.format == "flk-diverge-digest" and .version == 2 and .records == $n and .buckets == 65536' <<<"$(head -1 "$d/a.digest")"
+  # Format 2: the body is body_bytes long, at most 17 bytes a bucket (counts below 128).
+  local body
+  body=$(head -1 "$d/a.digest" | jq .body_bytes)
+  assert_equal $(($(header_bytes "$d/a.digest") + body)) "$(stat -c %s "$d/a.digest")" "header + body_bytes"
+  ((body <= 17 * 65536 && body >= 65536))
   run --separate-stderr flk-diverge compare "$d/a.digest" "$d/b.digest"
   assert_status 1
   printf '%s\n' "$output" >"$d/buckets"
   local nb
   nb=$(wc -l <"$d/buckets")
   ((nb >= 1 && nb <= 10))
-  # A digest is a few MB, a fraction of the stores'.
+  # A digest is about a megabyte, a fraction of the stores'.
   local dsize ssize
   dsize=$(stat -c %s "$d/a.digest") ssize=$(stat -c %s "$d/a/dedup.db")
-  ((dsize * 20 < ssize))
+  ((dsize * 100 < ssize))
+
+  # One digest against the other store (what a region does with a peer's digest): the
+  # same buckets, and the same counts.
+  run --separate-stderr flk-diverge compare "$d/a.digest" --store "sqlite://$d/b/dedup.db"
+  assert_status 1
+  assert_equal "$output" "$(cat "$d/buckets")" "compare --store's buckets (expected: compare of the two digests')"
+  # The other way round too, with another bucket count: the digest's is used.
+  flk-diverge digest --store "sqlite://$d/b/dedup.db" --buckets 4096 --output "$d/b4096.digest"
+  run --separate-stderr flk-diverge compare "$d/b4096.digest" --store "sqlite://$d/a/dedup.db"
+  assert_status 1
+  printf '%s\n' "$output" >"$d/buckets4096"
+  jq -e -s 'length >= 1 and length <= 10 and all(.buckets == 4096 and .a_count == .b_count)' "$d/buckets4096"
+  run --separate-stderr flk-diverge scan --no-worm --store "$EAST=sqlite://$d/a/dedup.db" \
+    --store "$WEST=sqlite://$d/b/dedup.db" --buckets "@$d/buckets4096" --bucket-count 4096
+  assert_status 1
+  assert_equal "$(kinds)" "$(printf 'conflict %s\n' "${ids[@]}" | sort)" "findings in the buckets of compare --store"
 
   run --separate-stderr flk-diverge scan --no-worm --store "$EAST=sqlite://$d/a/dedup.db" \
     --store "$WEST=sqlite://$d/b/dedup.db" --buckets "@$d/buckets"
@@ -197,6 +250,77 @@ missing west-000042" "findings"
   flk-diverge digest --store "sqlite://$d/a/dedup.db" --region $EAST --output "$d/a2.digest"
   run flk-diverge compare "$d/a.digest" "$d/a2.digest"
   assert_status 0
+  run --separate-stderr flk-diverge compare "$d/a.digest" --store "sqlite://$d/a/dedup.db"
+  assert_status 0
+  assert_equal "$output" "" "compare --store of a store with its own digest"
+}
+
+@test "digest format 2: header and body agree, stdout works, version 1 is still read, a damaged digest exits 65 naming it" {
+  local d=$BATS_TEST_TMPDIR s
+  s="sqlite://$d/s.db"
+  REGION=$EAST gen_records 3000 x | flk-wal append --wal-dir "$d/wal" --region $EAST >/dev/null
+  flk-rebuild-dedup --region $EAST --wal-dir "$d/wal" --store "$s" --no-mailbox -q >/dev/null
+  flk-diverge digest --store "$s" --buckets 256 --region $EAST --output "$d/a.digest"
+  local header hlen size
+  header=$(head -1 "$d/a.digest") hlen=$(header_bytes "$d/a.digest") size=$(stat -c %s "$d/a.digest")
+  jq -e --arg s "$s" '.version == 2 and .buckets == 256 and .records == 3000 and .region == "us-east-1" and .store == $s' <<<"$header"
+  assert_equal "$(jq .body_bytes <<<"$header")" $((size - hlen)) "body_bytes"
+  assert_equal "$(jq -r .body_sha256 <<<"$header")" "$(tail -c +$((hlen + 1)) "$d/a.digest" | sha256sum | cut -c1-64)" "body_sha256"
+  # 256 buckets of about 12 pcs_ids: none empty, 17 bytes each.
+  assert_equal $((size - hlen)) $((256 * 17)) "body size"
+
+  # To stdout: the same body.
+  flk-diverge digest --store "$s" --buckets 256 >"$d/stdout.digest"
+  cmp <(sed 1d "$d/a.digest") <(sed 1d "$d/stdout.digest")
+  run --separate-stderr flk-diverge compare "$d/a.digest" "$d/stdout.digest"
+  assert_status 0
+
+  # Version 1 (text), as earlier versions wrote it: read, equal to version 2 and to the store.
+  to_v1 "$d/a.digest" >"$d/v1.digest"
+  assert_equal "$(wc -l <"$d/v1.digest")" 257 "lines of the version 1 digest"
+  run --separate-stderr flk-diverge compare "$d/v1.digest" "$d/a.digest"
+  assert_status 0
+  run --separate-stderr flk-diverge compare "$d/v1.digest" --store "$s"
+  assert_status 0
+  # … and a difference in it is one: a count changed in bucket 9.
+  sed -i '11s/^9 \([0-9]*\) /9 1\1 /' "$d/v1.digest"
+  run --separate-stderr flk-diverge compare "$d/v1.digest" --store "$s"
+  assert_status 1
+  jq -e '.bucket == 9 and .a_count == ("1\(.b_count)" | tonumber)' <<<"$output"
+
+  # Damage: cut short, bytes added, one byte altered (in a count, in a sum).
+  local bad=$d/bad.digest body=$((size - hlen))
+  head -c -1 "$d/a.digest" >"$bad"
+  run --separate-stderr flk-diverge compare "$bad" "$d/a.digest"
+  assert_status 65
+  assert_stderr_has "flk-diverge: error: digest '$bad': body is $((body - 1)) bytes, the header says $body"
+  { cat "$d/a.digest"; printf '\n'; } >"$bad"
+  run --separate-stderr flk-diverge compare "$d/a.digest" "$bad"
+  assert_status 65
+  assert_stderr_has "flk-diverge: error: digest '$bad': body is $((body + 1)) bytes, the header says $body"
+  local at byte
+  for at in 0 $((17 * 100 + 5)) $((body - 1)); do
+    cp "$d/a.digest" "$bad"
+    byte=$(od -An -tu1 -j $((hlen + at)) -N1 "$bad" | tr -d ' ')
+    printf "\\$(printf %03o $((byte ^ 4)))" | dd of="$bad" bs=1 seek=$((hlen + at)) conv=notrunc status=none
+    run cmp -s "$bad" "$d/a.digest"
+    assert_status 1
+    run --separate-stderr flk-diverge compare "$bad" --store "$s"
+    assert_status 65
+    assert_stderr_has "flk-diverge: error: digest '$bad': the body's SHA-256 is "
+  done
+  # The header edited: another bucket count (the body no longer fits it).
+  { head -1 "$d/a.digest" | jq -c '.buckets = 255'; sed 1d "$d/a.digest"; } >"$bad"
+  run --separate-stderr flk-diverge compare "$bad" --store "$s"
+  assert_status 65
+  assert_stderr_has "flk-diverge: error: digest '$bad': the body has 17 bytes after the last bucket"
+
+  # compare takes two digests, or one and --store.
+  run --separate-stderr flk-diverge compare "$d/a.digest"
+  assert_status 64
+  assert_stderr_has "flk-diverge: error: " "--store"
+  run --separate-stderr flk-diverge compare "$d/a.digest" "$d/a.digest" --store "$s"
+  assert_status 64
 }
 
 @test "the ledger: an edited, deleted, reordered or truncated line fails verify-log (65) naming it" {
@@ -270,8 +394,15 @@ missing west-000042" "findings"
   for url in "sqlite://$d/s.db" "$pg" "$rd"; do
     flk-rebuild-dedup --region $EAST --wal-dir "$d/wal" --store "$url" --no-mailbox -q >/dev/null
   done
-  assert_equal "$(flk-diverge digest --store "$pg" | sed 1d | sha256sum)" "$(flk-diverge digest --store "sqlite://$d/s.db" | sed 1d | sha256sum)" "PostgreSQL's digest"
-  assert_equal "$(flk-diverge digest --store "$rd" | sed 1d | sha256sum)" "$(flk-diverge digest --store "sqlite://$d/s.db" | sed 1d | sha256sum)" "Redis's digest"
+  local c_sqlite c_pg c_rd
+  c_sqlite=$(content_of "sqlite://$d/s.db")
+  c_pg=$(content_of "$pg")
+  c_rd=$(content_of "$rd")
+  assert_equal "$c_pg" "$c_sqlite" "PostgreSQL's content digest"
+  assert_equal "$c_rd" "$c_sqlite" "Redis's content digest"
+  flk-diverge digest --store "$pg" --output "$d/pg.digest"
+  run --separate-stderr flk-diverge compare "$d/pg.digest" --store "$rd"
+  assert_status 0
   run --separate-stderr flk-diverge scan --no-worm --store "a=sqlite://$d/s.db" --store "b=$pg" --store "c=$rd"
   assert_status 0
   printf '{"pcs_id":"x-000777","tenant_id":"t","outcome":"rejected","ts":"2026-11-20T00:00:00Z","region":"%s"}\n' $WEST |

@@ -6,10 +6,13 @@
 #include <cstdio>
 #include <random>
 
+#include <nlohmann/json.hpp>
+
 #include "flk/diverge/digest.hpp"
 #include "flk/diverge/diverge.hpp"
 #include "flk/util/error.hpp"
 #include "flk/util/fs.hpp"
+#include "flk/util/hash.hpp"
 #include "test_util.hpp"
 
 using namespace flk;
@@ -140,22 +143,190 @@ TEST_CASE("digest: order-free, back-end-free; written and read back; compare nam
 
   // The file round trip; carries in the 128-bit sums survive it.
   auto path = dir / "c.digest";
-  fs::write_file_atomic(path, digest_text(c));
+  fs::write_file_atomic(path, digest_bytes(c));
   Digest back = read_digest(path);
   CHECK(back.records == c.records);
   CHECK(back.buckets == 256);
   CHECK(compare(back, c).empty());
   CHECK_THROWS_AS(compare(a, digest_store(*s[0].store, 128, "x")), Error);
+}
 
-  // Damage: named with the line.
-  fs::write_file_atomic(dir / "bad.digest", fs::read_file(path) + "17 x y\n");
+namespace {
+
+// The message of the Error(data) read_digest throws for `file`; FAILs when it reads it.
+std::string refusal(const std::filesystem::path& file) {
   try {
-    read_digest(dir / "bad.digest");
-    FAIL("accepted");
+    read_digest(file);
   } catch (const Error& e) {
     CHECK(e.code() == Code::data);
-    CHECK(std::string(e.what()).find("line ") != std::string::npos);
+    std::string what = e.what();
+    CHECK_MESSAGE(what.find("digest '" + file.string() + "'") != std::string::npos, what);
+    return what;
   }
+  FAIL("accepted: " << file);
+  return {};
+}
+
+// A digest of `buckets` buckets, some empty, with counts of every varint length (1 to 10
+// bytes) and random sums.
+Digest random_digest(uint32_t buckets, uint32_t seed) {
+  std::mt19937_64 rnd(seed);
+  Digest d;
+  d.buckets = buckets;
+  d.b.resize(buckets);
+  d.region = "us-west-2";
+  d.store = "sqlite:///tmp/x.db";
+  for (uint32_t i = 0; i < buckets; ++i) {
+    if (rnd() % 3 == 0) continue;  // empty
+    int bits = static_cast<int>(rnd() % 64) + 1;
+    d.b[i] = {(rnd() >> (64 - bits)) | 1, rnd(), rnd()};
+    d.records += d.b[i].count;
+  }
+  return d;
+}
+
+// The header line of a digest file, parsed, and its body.
+std::pair<nlohmann::json, std::string> split(const std::string& bytes) {
+  size_t nl = bytes.find('\n');
+  REQUIRE(nl != std::string::npos);
+  return {nlohmann::json::parse(bytes.substr(0, nl)), bytes.substr(nl + 1)};
+}
+
+}  // namespace
+
+TEST_CASE("digest: format version 2: header, varint counts, 16-byte sums; round trip") {
+  flk::test::TempDir dir;
+  for (uint32_t seed = 1; seed <= 20; ++seed) {
+    Digest d = random_digest(seed == 1 ? 1 : 100 + seed * 37, seed);
+    d.b[0] = seed % 2 ? Bucket{} : Bucket{UINT64_MAX, UINT64_MAX, 0};  // 10-byte varint (or empty)
+    d.records = 0;
+    for (const auto& b : d.b) d.records += b.count;
+    std::string bytes = digest_bytes(d);
+    auto [h, body] = split(bytes);
+    CHECK(h["format"] == "flk-diverge-digest");
+    CHECK(h["version"] == 2);
+    CHECK(h["buckets"] == d.buckets);
+    CHECK(h["records"] == d.records);
+    CHECK(h["body_bytes"] == body.size());
+    CHECK(h["body_sha256"] == hash::to_hex(hash::sha256(body)));
+    // The body's size: each count's LEB128 length, 16 bytes a non-empty bucket.
+    size_t expect = 0;
+    for (const auto& b : d.b) {
+      for (uint64_t v = b.count; v >= 0x80; v >>= 7) ++expect;
+      expect += 1 + (b.count ? 16 : 0);
+    }
+    CHECK(body.size() == expect);
+    auto path = dir / "r.digest";
+    fs::write_file_atomic(path, bytes);
+    Digest back = read_digest(path);
+    CHECK(back.buckets == d.buckets);
+    CHECK(back.records == d.records);
+    CHECK(back.region == d.region);
+    CHECK(back.store == d.store);
+    CHECK(back.b == d.b);
+  }
+
+  // The layout, byte for byte: an empty bucket, a count of 300 (varint ac 02) with its
+  // sum big-endian, an empty bucket.
+  Digest d;
+  d.buckets = 3;
+  d.b = {{}, {300, 0x0102030405060708, 0x090a0b0c0d0e0f10}, {}};
+  d.records = 300;
+  CHECK(split(digest_bytes(d)).second ==
+        std::string("\x00\xac\x02\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f\x10\x00", 20));
+}
+
+TEST_CASE("digest: version 1 text files are still read") {
+  flk::test::TempDir dir;
+  auto path = dir / "v1.digest";
+  fs::write_file_atomic(path,
+                        R"({"format":"flk-diverge-digest","version":1,"buckets":4,"records":301,"region":"us-east-1",)"
+                        R"("store":"sqlite:///x.db","created":"2026-11-20T00:00:00Z"})"
+                        "\n1 300 0102030405060708090a0b0c0d0e0f10\n3 1 ffffffffffffffff0000000000000001\n");
+  Digest d = read_digest(path);
+  CHECK(d.buckets == 4);
+  CHECK(d.records == 301);
+  CHECK(d.region == "us-east-1");
+  CHECK(d.store == "sqlite:///x.db");
+  CHECK(d.b == std::vector<Bucket>{{}, {300, 0x0102030405060708, 0x090a0b0c0d0e0f10}, {}, {1, UINT64_MAX, 1}});
+  // The same digest in version 2 compares equal.
+  fs::write_file_atomic(dir / "v2.digest", digest_bytes(d));
+  CHECK(compare(d, read_digest(dir / "v2.digest")).empty());
+
+  // Damage in a version 1 file: named with the line.
+  fs::write_file_atomic(dir / "bad.digest", fs::read_file(path) + "17 x y\n");
+  CHECK(refusal(dir / "bad.digest").find("line 4") != std::string::npos);
+}
+
+TEST_CASE("digest: a truncated, extended or altered version 2 body is refused, naming the file and the fault") {
+  flk::test::TempDir dir;
+  Digest d = random_digest(500, 99);
+  d.b[7] = {200, 1, 2};  // a 2-byte varint
+  d.records = 0;
+  for (const auto& b : d.b) d.records += b.count;
+  std::string good = digest_bytes(d);
+  auto [h, body] = split(good);
+  size_t header_len = good.size() - body.size();
+  auto bad = dir / "bad.digest";
+  auto write = [&](const std::string& bytes) { fs::write_file_atomic(bad, bytes); };
+
+  write(good.substr(0, good.size() - 1));
+  CHECK(refusal(bad).find(fmt::format("body is {} bytes, the header says {}", body.size() - 1, body.size())) !=
+        std::string::npos);
+  write(good.substr(0, header_len));  // the header alone
+  CHECK(refusal(bad).find(fmt::format("body is 0 bytes, the header says {}", body.size())) != std::string::npos);
+  write(good.substr(0, header_len - 1));  // not even its newline
+  CHECK(refusal(bad).find("body is 0 bytes") != std::string::npos);
+  write(good + "\n");
+  CHECK(refusal(bad).find(fmt::format("body is {} bytes, the header says {}", body.size() + 1, body.size())) !=
+        std::string::npos);
+  // One bit flipped anywhere in the body: in a count, a sum, the last byte.
+  for (size_t at : {size_t{0}, size_t{1}, body.size() / 2, body.size() - 1}) {
+    std::string flipped = good;
+    flipped[header_len + at] ^= 0x10;
+    write(flipped);
+    CHECK(refusal(bad).find("the body's SHA-256 is") != std::string::npos);
+  }
+  // The header edited: another bucket count or record count (the body no longer fits).
+  nlohmann::json h2 = h;
+  h2["buckets"] = 499;
+  write(h2.dump() + "\n" + body);
+  CHECK(refusal(bad).find("after the last bucket") != std::string::npos);
+  h2["buckets"] = 501;
+  write(h2.dump() + "\n" + body);
+  CHECK(refusal(bad).find("the body ends at byte") != std::string::npos);
+  h2 = h;
+  h2["records"] = d.records + 1;
+  write(h2.dump() + "\n" + body);
+  CHECK(refusal(bad).find("records") != std::string::npos);
+  h2 = h;
+  h2["body_sha256"] = "xyz";
+  write(h2.dump() + "\n" + body);
+  CHECK(refusal(bad).find("line 1: body_sha256") != std::string::npos);
+  h2 = h;
+  h2.erase("body_bytes");
+  write(h2.dump() + "\n" + body);
+  CHECK(refusal(bad).find("line 1:") != std::string::npos);
+  h2 = h;
+  h2["version"] = 3;
+  write(h2.dump() + "\n" + body);
+  CHECK(refusal(bad).find("unknown version 3") != std::string::npos);
+  // A body that matches its header's length and checksum but not the layout: a count
+  // whose sum is cut short, a varint of more than 64 bits.
+  auto with_body = [&](uint32_t buckets, const std::string& b) {
+    nlohmann::json x = h;
+    x["buckets"] = buckets;
+    x["records"] = 5;
+    x["body_bytes"] = b.size();
+    x["body_sha256"] = hash::to_hex(hash::sha256(b));
+    write(x.dump() + "\n" + b);
+  };
+  with_body(1, std::string("\x05", 1) + std::string(15, 'x'));
+  CHECK(refusal(bad).find("in bucket 0's sum") != std::string::npos);
+  with_body(1, std::string(9, '\xff') + "\x02" + std::string(16, 'x'));
+  CHECK(refusal(bad).find("exceeds 64 bits") != std::string::npos);
+  write("");
+  CHECK(refusal(bad).find("empty") != std::string::npos);
 }
 
 TEST_CASE("digest: bucket lists from the command line and from compare's output") {

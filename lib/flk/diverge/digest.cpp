@@ -1,5 +1,6 @@
 #include "flk/diverge/digest.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <cstring>
 
@@ -53,6 +54,9 @@ Digest digest_store(store::Store& s, uint32_t buckets, const std::string& region
 }
 
 namespace {
+
+constexpr int kVersion = 2;
+
 bool parse_hex128(std::string_view s, uint64_t& hi, uint64_t& lo) {
   if (s.size() != 32) return false;
   auto a = std::from_chars(s.data(), s.data() + 16, hi, 16);
@@ -60,49 +64,34 @@ bool parse_hex128(std::string_view s, uint64_t& hi, uint64_t& lo) {
   if (a.ec != std::errc() || a.ptr != s.data() + 16 || b.ec != std::errc() || b.ptr != s.data() + 32) return false;
   return true;
 }
-}  // namespace
 
-std::string digest_text(const Digest& d) {
-  std::string buf;
-  json::Object j(buf);
-  j.str("format", "flk-diverge-digest").num("version", 1).unum("buckets", d.buckets).unum("records", d.records);
-  j.str("region", d.region).str("store", d.store).str("created", timeutil::format_rfc3339(d.created));
-  j.close();
-  buf += '\n';
-  for (uint32_t i = 0; i < d.buckets; ++i)
-    if (d.b[i].count)
-      fmt::format_to(std::back_inserter(buf), "{} {} {:016x}{:016x}\n", i, d.b[i].count, d.b[i].hi, d.b[i].lo);
-  return buf;
+void put_varint(std::string& out, uint64_t v) {
+  for (; v >= 0x80; v >>= 7) out += static_cast<char>((v & 0x7f) | 0x80);
+  out += static_cast<char>(v);
 }
 
-Digest read_digest(const std::filesystem::path& file) {
-  std::string text = fs::read_file(file);
-  Digest d;
-  size_t line_no = 0, pos = 0;
+void put_be64(std::string& out, uint64_t v) {
+  for (int i = 7; i >= 0; --i) out += static_cast<char>((v >> (8 * i)) & 0xff);
+}
+
+uint64_t get_be64(std::string_view s, size_t pos) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < 8; ++i) v = v << 8 | static_cast<unsigned char>(s[pos + i]);
+  return v;
+}
+
+// Version 1: "BUCKET COUNT SUM" lines after the header (line 1).
+void read_v1_lines(std::string_view text, Digest& d, const std::filesystem::path& file) {
+  size_t line_no = 1, pos = 0;
   auto bad = [&](std::string_view why) {
     fail(Code::data, "digest '{}': line {}: {}", file.string(), line_no, why);
   };
   while (pos < text.size()) {
     size_t nl = text.find('\n', pos);
     if (nl == std::string::npos) nl = text.size();
-    std::string_view line(text.data() + pos, nl - pos);
+    std::string_view line = text.substr(pos, nl - pos);
     pos = nl + 1;
     ++line_no;
-    if (line_no == 1) {
-      try {
-        auto j = nlohmann::json::parse(line);
-        if (j.at("format").get<std::string>() != "flk-diverge-digest") bad("not a flk-diverge digest");
-        if (j.at("version").get<int>() != 1) bad("unknown version " + j["version"].dump());
-        d.buckets = j.at("buckets").get<uint32_t>();
-        if (d.buckets == 0 || d.buckets > kMaxBuckets) bad("bad bucket count");
-        d.region = j.value("region", "");
-        d.store = j.value("store", "");
-      } catch (const nlohmann::json::exception& e) {
-        bad(e.what());
-      }
-      d.b.resize(d.buckets);
-      continue;
-    }
     uint32_t i = 0;
     uint64_t count = 0, hi = 0, lo = 0;
     size_t s1 = line.find(' '), s2 = s1 == std::string_view::npos ? s1 : line.find(' ', s1 + 1);
@@ -116,7 +105,93 @@ Digest read_digest(const std::filesystem::path& file) {
     d.b[i] = {count, hi, lo};
     d.records += count;
   }
-  if (line_no == 0) fail(Code::data, "digest '{}': empty", file.string());
+}
+
+// Version 2: the binary body, checked against the header's length and SHA-256 before
+// it is parsed.
+void read_v2_body(std::string_view body, uint64_t body_bytes, const hash::Digest& body_sha256, uint64_t records,
+                  Digest& d, const std::filesystem::path& file) {
+  auto bad = [&](std::string_view why) { fail(Code::data, "digest '{}': {}", file.string(), why); };
+  if (body.size() != body_bytes)
+    bad(fmt::format("body is {} bytes, the header says {} ({})", body.size(), body_bytes,
+                    body.size() < body_bytes ? "cut short" : "bytes added after it"));
+  if (hash::Digest got = hash::sha256(body); got != body_sha256)
+    bad(fmt::format("the body's SHA-256 is {}, the header says {}: the body was altered", hash::to_hex(got),
+                    hash::to_hex(body_sha256)));
+  size_t pos = 0;
+  for (uint32_t i = 0; i < d.buckets; ++i) {
+    uint64_t count = 0;
+    for (int shift = 0;; shift += 7) {
+      if (pos == body.size()) bad(fmt::format("the body ends at byte {}, in bucket {} of {}", pos, i, d.buckets));
+      auto byte = static_cast<unsigned char>(body[pos++]);
+      if (shift == 63 && byte > 1) bad(fmt::format("body byte {}: bucket {}'s count exceeds 64 bits", pos - 1, i));
+      count |= static_cast<uint64_t>(byte & 0x7f) << shift;
+      if (!(byte & 0x80)) break;
+    }
+    if (!count) continue;
+    if (body.size() - pos < 16) bad(fmt::format("the body ends at byte {}, in bucket {}'s sum", pos, i));
+    d.b[i] = {count, get_be64(body, pos), get_be64(body, pos + 8)};
+    pos += 16;
+    d.records += count;
+  }
+  if (pos != body.size()) bad(fmt::format("the body has {} bytes after the last bucket (from byte {})", body.size() - pos, pos));
+  if (d.records != records)
+    bad(fmt::format("the header says {} records, the buckets hold {}", records, d.records));
+}
+
+}  // namespace
+
+std::string digest_bytes(const Digest& d) {
+  std::string body;
+  body.reserve(d.buckets);
+  for (uint32_t i = 0; i < d.buckets; ++i) {
+    put_varint(body, d.b[i].count);
+    if (!d.b[i].count) continue;
+    put_be64(body, d.b[i].hi);
+    put_be64(body, d.b[i].lo);
+  }
+  std::string buf;
+  json::Object j(buf);
+  j.str("format", "flk-diverge-digest").num("version", kVersion).unum("buckets", d.buckets).unum("records", d.records);
+  j.str("region", d.region).str("store", d.store).str("created", timeutil::format_rfc3339(d.created));
+  j.unum("body_bytes", body.size()).str("body_sha256", hash::to_hex(hash::sha256(body)));
+  j.close();
+  buf += '\n';
+  buf += body;
+  return buf;
+}
+
+Digest read_digest(const std::filesystem::path& file) {
+  std::string data = fs::read_file(file);
+  if (data.empty()) fail(Code::data, "digest '{}': empty", file.string());
+  size_t nl = std::min(data.find('\n'), data.size());
+  std::string_view header(data.data(), nl), rest = std::string_view(data).substr(std::min(nl + 1, data.size()));
+  auto bad = [&](std::string_view why) { fail(Code::data, "digest '{}': line 1: {}", file.string(), why); };
+  Digest d;
+  int version = 0;
+  uint64_t body_bytes = 0, records = 0;
+  hash::Digest body_sha256{};
+  try {
+    auto j = nlohmann::json::parse(header);
+    if (j.at("format").get<std::string>() != "flk-diverge-digest") bad("not a flk-diverge digest");
+    version = j.at("version").get<int>();
+    if (version != 1 && version != kVersion) bad("unknown version " + j["version"].dump());
+    d.buckets = j.at("buckets").get<uint32_t>();
+    if (d.buckets == 0 || d.buckets > kMaxBuckets) bad("bad bucket count");
+    d.region = j.value("region", "");
+    d.store = j.value("store", "");
+    if (version == kVersion) {
+      records = j.at("records").get<uint64_t>();
+      body_bytes = j.at("body_bytes").get<uint64_t>();
+      if (!hash::from_hex(j.at("body_sha256").get<std::string>(), body_sha256))
+        bad("body_sha256 is not 64 hex digits");
+    }
+  } catch (const nlohmann::json::exception& e) {
+    bad(e.what());
+  }
+  d.b.resize(d.buckets);
+  if (version == 1) read_v1_lines(rest, d, file);
+  else read_v2_body(rest, body_bytes, body_sha256, records, d, file);
   return d;
 }
 

@@ -9,15 +9,23 @@
 // The hash is not cryptographic: a digest finds accidents (divergence, lost rows), not
 // forgery — the WORM ledger is the tamper evidence.
 //
-// File format (text, one line each):
+// File format, version 2 (the one written): a JSON header line, then a binary body.
 //
-//   {"format":"flk-diverge-digest","version":1,"buckets":65536,"records":5000000,
-//    "region":"us-east-1","store":"sqlite:///var/lib/flk/dedup.db","created":"…"}
-//   17 76 9c1e…(32 hex digits)
-//   …
+//   {"format":"flk-diverge-digest","version":2,"buckets":65536,"records":5000000,
+//    "region":"us-east-1","store":"sqlite:///var/lib/flk/dedup.db","created":"…",
+//    "body_bytes":1114112,"body_sha256":"…(64 hex digits)"}\n
+//   <body>
 //
-// after the header, one line per non-empty bucket in increasing order: the bucket,
-// its count, its sum in hex. An absent bucket is empty.
+// The body holds every bucket 0..buckets-1 in order: its count as an unsigned LEB128
+// varint (7 bits a byte, low group first, the high bit set on every byte but the last),
+// then, when the count is not zero, its sum as 16 bytes: hi then lo, each big-endian.
+// An empty bucket is one byte, a bucket of fewer than 128 pcs_ids 17. body_bytes and
+// body_sha256 (the SHA-256 of the body) let a reader refuse a truncated, extended or
+// altered body before it parses it.
+//
+// Version 1 (text, still read): the same header with "version":1 and without the body
+// fields, then one line "BUCKET COUNT SUM" (SUM: 32 hex digits) per non-empty bucket,
+// in increasing order; an absent bucket is empty.
 #pragma once
 
 #include <cstdint>
@@ -55,9 +63,10 @@ void add(Digest& d, const store::Store::KeyView& k);
 // The digest of a whole store (one scan; memory: the buckets).
 Digest digest_store(store::Store& s, uint32_t buckets, const std::string& region);
 
-// The digest in the text format above (a few MB: 65536 buckets are some 2.8 MB).
-std::string digest_text(const Digest& d);
-// Throws Error(data) naming `name` and the line when malformed.
+// The digest in format version 2 above (65536 buckets: about 1.1 MB).
+std::string digest_bytes(const Digest& d);
+// Reads version 2, or version 1. Throws Error(data) naming the file and what is wrong
+// (the header line, the body's length or checksum, the bucket) when malformed.
 Digest read_digest(const std::filesystem::path& file);
 
 // The buckets whose count or sum differ, in order. Error(usage) when the two digests
