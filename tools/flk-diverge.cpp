@@ -48,7 +48,7 @@ std::vector<dv::RegionStore> open_stores(const std::vector<std::string>& args, c
     flk::fail(Code::usage,
               "give the stores of at least two regions (--store REGION=URL, or diverge.stores in the configuration)");
   std::vector<dv::RegionStore> stores;
-  for (const auto& [region, url] : urls) stores.push_back({region, flk::store::open(url)});
+  for (const auto& [region, url] : urls) stores.push_back({region, flk::store::open(url), url});
   return stores;
 }
 

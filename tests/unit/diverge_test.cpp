@@ -28,7 +28,7 @@ std::vector<RegionStore> three_stores(const std::filesystem::path& dir) {
   const char* regions[] = {"eu-west-1", "us-east-1", "us-west-2"};
   for (int i = 0; i < 3; ++i) {
     std::string url = i < static_cast<int>(urls.size()) ? urls[i].second : flk::test::store_urls(dir).front().second;
-    out.push_back({regions[i], store::open(url)});
+    out.push_back({regions[i], store::open(url), url});
   }
   return out;
 }
@@ -40,6 +40,40 @@ std::vector<Finding> findings_of(std::vector<RegionStore>& s, const Expect& e = 
 }
 
 }  // namespace
+
+TEST_CASE("diverge: stores that differ only where outcomes agree (another ts, origin) find nothing there; many such pcs_ids are looked up in batches") {
+  // The scan compares digests; a pcs_id whose digests differ is looked up, and only a
+  // different outcome (or a record missing where expected) is a finding. More than one
+  // lookup batch (4096) of such pcs_ids, with the real conflicts spread among them.
+  flk::test::TempDir dir;
+  auto s = three_stores(dir.path());
+  int64_t t = 1'700'000'000'000'000'000;
+  std::vector<Record> a, b;
+  std::vector<std::string> want;
+  for (int i = 0; i < 9000; ++i) {
+    std::string id = fmt::format("id-{:05}", i);
+    a.push_back(rec(id, Outcome::accepted, t + i, "us-east-1"));
+    if (i % 1000 == 7) {
+      b.push_back(rec(id, Outcome::rejected, t + i + 1, "us-west-2"));  // a conflict
+      want.push_back(id);
+    } else {
+      b.push_back(rec(id, Outcome::accepted, t + i + 1, "us-west-2"));  // same outcome, another write
+    }
+  }
+  s[0].store->apply(a, nullptr);
+  s[1].store->apply(a, nullptr);
+  s[2].store->apply(b, nullptr);
+  auto f = findings_of(s);
+  std::vector<std::string> got;
+  for (auto& x : f) {
+    got.push_back(x.pcs_id);
+    CHECK(x.kind == Finding::Kind::conflict);
+    REQUIRE(x.stored[2]);
+    CHECK(x.stored[2]->record.outcome == Outcome::rejected);
+    CHECK(x.stored[2]->digest == record_digest(x.stored[2]->record));
+  }
+  CHECK(got == want);  // exactly the 9 conflicts, in order
+}
 
 TEST_CASE("diverge: the merge finds conflicts and missing pcs_ids across stores, in pcs_id order") {
   flk::test::TempDir dir;

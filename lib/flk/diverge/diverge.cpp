@@ -19,13 +19,11 @@ namespace flk::diverge {
 
 namespace {
 
-// The identifying fields of a batch of stored winners, packed into one arena (no
+// A batch of stored winners' pcs_ids and digests, the ids packed into one arena (no
 // allocation per record; batches are recycled).
 struct KeyBatch {
   struct Key {
-    uint32_t id, id_len, tenant, tenant_len, region, region_len;
-    Outcome outcome;
-    int64_t ts;
+    uint32_t id, id_len;
     hash::Digest digest;
   };
   std::string arena;
@@ -35,20 +33,9 @@ struct KeyBatch {
     arena.clear();
     keys.clear();
   }
-  void add(const store::Store::KeyView& k) {
-    auto put = [&](std::string_view v) {
-      auto at = static_cast<uint32_t>(arena.size());
-      arena.append(v);
-      return at;
-    };
-    Key e{};
-    e.id = put(k.pcs_id), e.id_len = static_cast<uint32_t>(k.pcs_id.size());
-    e.tenant = put(k.tenant_id), e.tenant_len = static_cast<uint32_t>(k.tenant_id.size());
-    e.region = put(k.region), e.region_len = static_cast<uint32_t>(k.region.size());
-    e.outcome = k.outcome;
-    e.ts = k.ts;
-    e.digest = k.digest;
-    keys.push_back(e);
+  void add(std::string_view id, const hash::Digest& digest) {
+    keys.push_back({static_cast<uint32_t>(arena.size()), static_cast<uint32_t>(id.size()), digest});
+    arena.append(id);
   }
   std::string_view view(uint32_t at, uint32_t len) const { return {arena.data() + at, len}; }
 };
@@ -112,10 +99,10 @@ class Cursor {
   void run(store::Store& s) {
     try {
       auto batch = take_free();
-      s.scan_keys([&](const store::Store::KeyView& k) {
-        if (buckets_ && !std::binary_search(buckets_->begin(), buckets_->end(), bucket_of(k.pcs_id, bucket_count_)))
+      s.scan_ids([&](std::string_view id, const hash::Digest& digest) {
+        if (buckets_ && !std::binary_search(buckets_->begin(), buckets_->end(), bucket_of(id, bucket_count_)))
           return;
-        batch->add(k);
+        batch->add(id, digest);
         if (batch->keys.size() == kBatch) {
           push(std::move(batch));
           batch = take_free();
@@ -196,10 +183,52 @@ ScanStats scan(std::vector<RegionStore>& stores, const Expect& expect, const std
   for (size_t i = 0; i < n; ++i) head[i] = cursors[i]->next();
 
   ScanStats st;
+  // The pcs_ids the stores do not all hold with one digest, looked up kResolve at a time
+  // on second connections (the first ones are busy scanning), in order.
+  constexpr size_t kResolve = 4096;
+  std::vector<std::string> suspects;
+  std::vector<std::unique_ptr<store::Store>> look(n);
+  std::vector<bool> here(n);
   Finding f;
   f.stored.resize(n);
-  std::vector<bool> here(n);
-  std::vector<Cursor::Head> at(n);
+  auto resolve = [&] {
+    if (suspects.empty()) return;
+    std::vector<std::unordered_map<std::string, store::Stored>> found(n);
+    for (size_t i = 0; i < n; ++i) {
+      if (!look[i]) look[i] = store::open(stores[i].url.empty() ? stores[i].store->url() : stores[i].url);
+      for (auto& w : look[i]->lookup(suspects)) found[i].emplace(w.record.pcs_id, std::move(w));
+    }
+    for (const std::string& id : suspects) {
+      size_t present = 0;
+      std::optional<Outcome> outcome;
+      bool differ = false;
+      for (size_t i = 0; i < n; ++i) {
+        f.stored[i].reset();
+        auto it = found[i].find(id);
+        if (it == found[i].end()) continue;
+        if (outcome && *outcome != it->second.record.outcome) differ = true;
+        outcome = it->second.record.outcome;
+        f.stored[i] = std::move(it->second);
+        ++present;
+      }
+      bool missing = false;
+      if (!differ && present > 0 && present < n)
+        for (size_t i = 0; i < n && !missing; ++i) {
+          if (f.stored[i]) continue;
+          for (size_t k = 0; k < n && !missing; ++k)
+            if (f.stored[k])
+              missing = expect.expected(f.stored[k]->record.tenant_id, f.stored[k]->record.region, stores[i].region);
+        }
+      if (!differ && !missing) continue;  // agree after all (or changed since): same outcome, or not expected
+      f.kind = differ ? Finding::Kind::conflict : Finding::Kind::missing;
+      f.pcs_id = id;
+      for (size_t i = 0; i < n; ++i)
+        if (f.stored[i]) f.tenant_id = f.stored[i]->record.tenant_id;
+      ++(differ ? st.conflicts : st.missing);
+      fn(f);
+    }
+    suspects.clear();
+  };
   for (;;) {
     std::string_view id;
     bool any = false;
@@ -208,53 +237,22 @@ ScanStats scan(std::vector<RegionStore>& stores, const Expect& expect, const std
     if (!any) break;
     ++st.ids;
     size_t present = 0;
-    std::optional<Outcome> outcome;
-    bool differ = false;
+    const hash::Digest* digest = nullptr;
+    bool agree = true;
     for (size_t i = 0; i < n; ++i) {
       here[i] = head[i] && head[i].id() == id;
       if (!here[i]) continue;
-      if (outcome && *outcome != head[i].key->outcome) differ = true;
-      outcome = head[i].key->outcome;
+      if (digest && *digest != head[i].key->digest) agree = false;
+      digest = &head[i].key->digest;
       ++present;
     }
-    bool missing = false;
-    if (!differ && present < n)
-      for (size_t i = 0; i < n && !missing; ++i) {
-        if (here[i]) continue;
-        for (size_t k = 0; k < n && !missing; ++k) {
-          if (!here[k]) continue;
-          const KeyBatch& b = *head[k].batch;
-          const KeyBatch::Key& key = *head[k].key;
-          missing = expect.expected(b.view(key.tenant, key.tenant_len), b.view(key.region, key.region_len),
-                                    stores[i].region);
-        }
-      }
-    if (differ || missing) {
-      // Only a finding is copied out of the batches.
-      f.kind = differ ? Finding::Kind::conflict : Finding::Kind::missing;
-      f.pcs_id.assign(id);
-      for (size_t i = 0; i < n; ++i) {
-        f.stored[i].reset();
-        if (!here[i]) continue;
-        const KeyBatch& b = *head[i].batch;
-        const KeyBatch::Key& key = *head[i].key;
-        store::Stored s;
-        s.record.pcs_id = f.pcs_id;
-        s.record.tenant_id.assign(b.view(key.tenant, key.tenant_len));
-        s.record.region.assign(b.view(key.region, key.region_len));
-        s.record.outcome = key.outcome;
-        s.record.ts = key.ts;
-        s.digest = key.digest;
-        f.tenant_id = s.record.tenant_id;
-        f.stored[i] = std::move(s);
-      }
-      ++(differ ? st.conflicts : st.missing);
-    }
-    // Advance past this pcs_id (after the finding is built: the heads point into the batches).
+    if (!agree || present < n) suspects.emplace_back(id);
+    // Advance past this pcs_id (after its id is copied: the heads point into the batches).
     for (size_t i = 0; i < n; ++i)
       if (here[i]) head[i] = cursors[i]->next();
-    if (differ || missing) fn(f);
+    if (suspects.size() == kResolve) resolve();
   }
+  resolve();
   return st;
 }
 

@@ -29,6 +29,7 @@ namespace flk::diverge {
 struct RegionStore {
   std::string region;
   std::unique_ptr<store::Store> store;
+  std::string url;  // to open a second connection: scan() looks records up while it scans
 };
 
 class Expect {
@@ -48,8 +49,8 @@ struct Finding {
   enum class Kind { conflict, missing };
   Kind kind = Kind::conflict;
   std::string pcs_id, tenant_id;
-  // Per region, in the order of the stores: its winner's identifying fields and digest
-  // (params and payload are not read by a scan; plan() looks the records up).
+  // Per region, in the order of the stores: its winner, as looked up once the scan found
+  // the stores disagree on the pcs_id (absent: not there).
   std::vector<std::optional<store::Stored>> stored;
 };
 std::string_view kind_name(Finding::Kind k);
@@ -59,9 +60,12 @@ struct ScanStats {
   uint64_t conflicts = 0, missing = 0;
 };
 
-// Merges the stores; calls fn for each divergent pcs_id in pcs_id order. With
-// `buckets` (sorted bucket numbers of `bucket_count`), only pcs_ids in those buckets
-// are compared. Errors of any store's scan are thrown (naming its URL).
+// Merges the stores' (pcs_id, digest) scans; the pcs_ids on which they do not all agree
+// are looked up (a second connection to each, RegionStore::url: the record may have
+// changed since the scan passed it — what is looked up decides) and fn is called for each
+// divergent one, in pcs_id order. With `buckets` (sorted bucket numbers of
+// `bucket_count`), only pcs_ids in those buckets are compared. Errors of any store's
+// scan are thrown (naming its URL).
 ScanStats scan(std::vector<RegionStore>& stores, const Expect& expect, const std::vector<uint32_t>* buckets,
                uint32_t bucket_count, const std::function<void(const Finding&)>& fn);
 

@@ -473,6 +473,12 @@ class SqliteStore final : public Store {
           s.col_digest(5)});
   }
 
+  void scan_ids(const std::function<void(std::string_view, const hash::Digest&)>& fn) override {
+    SmallCache small(db_);
+    Stmt s(db_, "SELECT pcs_id, digest FROM records ORDER BY pcs_id");
+    while (s.step()) fn(s.col_text(0), s.col_digest(1));
+  }
+
   void scan_evidence(const std::function<void(const Evidence&)>& fn) override {
     Stmt s(db_, fmt::format("SELECT {} FROM evidence ORDER BY pcs_id, digest", kEvidenceColumns).c_str());
     while (s.step()) fn(read_evidence(s));

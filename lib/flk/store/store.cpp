@@ -22,6 +22,10 @@ void Store::scan_keys(const std::function<void(const KeyView&)>& fn) {
   });
 }
 
+void Store::scan_ids(const std::function<void(std::string_view, const hash::Digest&)>& fn) {
+  scan_keys([&](const KeyView& k) { fn(k.pcs_id, k.digest); });
+}
+
 std::vector<ApplyStats> Store::apply_all(std::span<const Batch> batches) {
   std::vector<ApplyStats> out;
   for (const Batch& b : batches) out.push_back(apply(b.records, b.advance));

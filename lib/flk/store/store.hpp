@@ -128,6 +128,10 @@ class Store {
     hash::Digest digest{};
   };
   virtual void scan_keys(const std::function<void(const KeyView&)>& fn);
+  // Only each stored winner's pcs_id and digest, in the same order (views valid during
+  // the call): all a comparison of stores needs for the pcs_ids on which they agree —
+  // flk-diverge looks the few others up. The default goes through scan_keys().
+  virtual void scan_ids(const std::function<void(std::string_view pcs_id, const hash::Digest& digest)>& fn);
 
   // All evidence in (pcs_id, digest) order.
   virtual void scan_evidence(const std::function<void(const Evidence&)>& fn) = 0;
