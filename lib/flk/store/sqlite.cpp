@@ -501,6 +501,7 @@ class SqliteStore final : public Store {
   std::vector<Stored> lookup(std::span<const std::string> pcs_ids) override {
     std::vector<Stored> out;
     if (pcs_ids.empty()) return out;
+    SmallCache small(db_);  // flk-diverge looks up thousands at a time: a path each, read once
     Tx tx(*this, "BEGIN");
     for (std::string_view id : distinct_ids(pcs_ids))
       if (auto st = get(id)) out.push_back(std::move(*st));
