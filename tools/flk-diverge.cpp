@@ -162,6 +162,9 @@ int main(int argc, char** argv) {
     }
 
     if (*digest) {
+      // Binary: refused on a terminal before the store is read (as gzip does).
+      if (output.empty() && ::isatty(STDOUT_FILENO))
+        flk::fail(Code::usage, "a digest is binary: not writing it to a terminal (give --output FILE, or redirect)");
       auto s = flk::store::open(digest_store.empty() ? cfg.dedup.url : digest_store);
       dv::Digest d = dv::digest_store(*s, bucket_count, region.empty() ? cfg.region : region);
       // Atomically to a file (a reader never sees half a digest), or to stdout.

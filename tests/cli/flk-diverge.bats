@@ -438,6 +438,10 @@ missing west-000042" "findings"
   [[ $status != 0 ]]
   assert_stderr_has "flk-diverge: error: " "$BATS_TEST_TMPDIR/no/such/dir"
   [[ ! -e $BATS_TEST_TMPDIR/no ]]
+  # A binary digest is not written to a terminal (script(1) gives it one): 64, said why.
+  run script -qec "flk-diverge --config '$(cfg_of $EAST)' digest --store '$(store_of $EAST)'" /dev/null
+  assert_status 64
+  [[ $output == *"flk-diverge: error: a digest is binary: not writing it to a terminal"* ]]
   dv $EAST scan --no-worm --store "$EAST=$(store_of $EAST)" --store "$WEST=mysql://x"
   assert_status 78
 }
