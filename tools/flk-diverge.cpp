@@ -123,7 +123,7 @@ int main(int argc, char** argv) {
 
   CLI::App* compare =
       app.add_subcommand("compare", "name the buckets in which two digests, or a digest and a store, differ");
-  compare->add_option("digests", files, "two digest files, or one with --store")
+  compare->add_option("digests", files, "two digest files, or one with --store ('-': standard input)")
       ->type_name("A [B]")
       ->expected(1, 2)
       ->required();
@@ -178,6 +178,8 @@ int main(int argc, char** argv) {
     if (*compare) {
       if ((files.size() == 2) == !compare_store.empty())
         flk::fail(Code::usage, "compare: give two digest files, or one and --store URL");
+      if (files.size() == 2 && files[0] == "-" && files[1] == "-")
+        flk::fail(Code::usage, "compare: standard input ('-') can be only one of the digests");
       dv::Digest a = dv::read_digest(files[0]);
       // With --store the other side is a store digested here, with A's bucket count: of
       // the two digests, only A has to travel.

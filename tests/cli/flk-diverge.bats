@@ -230,6 +230,15 @@ missing west-000042" "findings"
   run --separate-stderr flk-diverge compare "$d/a.digest" --store "sqlite://$d/b/dedup.db"
   assert_status 1
   assert_equal "$output" "$(cat "$d/buckets")" "compare --store's buckets (expected: compare of the two digests')"
+  # The digest on standard input ('-'), as from ssh PEER flk-diverge digest: the same.
+  run --separate-stderr bash -c "flk-diverge compare - --store 'sqlite://$d/b/dedup.db' <'$d/a.digest'"
+  assert_status 1
+  assert_equal "$output" "$(cat "$d/buckets")" "compare - --store"
+  run --separate-stderr bash -c "cat '$d/a.digest' | flk-diverge compare - '$d/b.digest'"
+  assert_status 1
+  assert_equal "$output" "$(cat "$d/buckets")" "compare - FILE from a pipe"
+  run --separate-stderr flk-diverge compare - - </dev/null
+  assert_status 64
   # The other way round too, with another bucket count: the digest's is used.
   flk-diverge digest --store "sqlite://$d/b/dedup.db" --buckets 4096 --output "$d/b4096.digest"
   run --separate-stderr flk-diverge compare "$d/b4096.digest" --store "sqlite://$d/a/dedup.db"

@@ -162,7 +162,7 @@ std::string digest_bytes(const Digest& d) {
 }
 
 Digest read_digest(const std::filesystem::path& file) {
-  std::string data = fs::read_file(file);
+  std::string data = fs::read_file(file == "-" ? std::filesystem::path("/dev/stdin") : file);
   if (data.empty()) fail(Code::data, "digest '{}': empty", file.string());
   size_t nl = std::min(data.find('\n'), data.size());
   std::string_view header(data.data(), nl), rest = std::string_view(data).substr(std::min(nl + 1, data.size()));

@@ -67,7 +67,7 @@ Digest digest_store(store::Store& s, uint32_t buckets, const std::string& region
 std::string digest_bytes(const Digest& d);
 // Reads version 2, or version 1. Throws Error(data) naming the file and what is wrong
 // (the header line, the body's length or checksum, the bucket) when malformed.
-Digest read_digest(const std::filesystem::path& file);
+Digest read_digest(const std::filesystem::path& file);  // "-": standard input
 
 // The buckets whose count or sum differ, in order. Error(usage) when the two digests
 // have different bucket counts.
