@@ -82,9 +82,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 say "failback of region '$region' (configuration '$config')"
 
 step 1 "verify the WAL"
-st=0
-run "$wal" --config "$config" verify >/dev/null || st=$?
-[ "$st" = 0 ] || die "$st" "the WAL is damaged (flk-wal verify, exit $st): see flk-wal(1) before going on; nothing was changed"
+must "flk-wal verify: the WAL is damaged" "see flk-wal(1) before going on; nothing was changed" \
+  run "$wal" --config "$config" verify >/dev/null
 
 step 2 "check the dedup store against the WAL and the mailbox"
 st=0
@@ -118,14 +117,13 @@ case $st in
     fi
     if [ "$st" = 1 ] && [ "$since_set" = 1 ]; then
       say "the store differs from its rebuild: merging the records since $since"
-      st=0
-      run "$here/rebuild-dedup-from-wal.sh" --config "$config" --region "$region" --since-time "$since" || st=$?
+      must "the rebuild failed" "see its message above" \
+        run "$here/rebuild-dedup-from-wal.sh" --config "$config" --region "$region" --since-time "$since"
     else
       say "the store differs from its rebuild or cannot be read (exit $st): rebuilding it in full"
-      st=0
-      run "$here/rebuild-dedup-from-wal.sh" --config "$config" --region "$region" || st=$?
+      must "the rebuild failed" "see its message above" \
+        run "$here/rebuild-dedup-from-wal.sh" --config "$config" --region "$region"
     fi
-    [ "$st" = 0 ] || die "$st" "the rebuild failed (exit $st): see its message above"
     ;;
   *)
     die "$st" "cannot check the dedup store (flk-rebuild-dedup --verify, exit $st): see its message above"
@@ -133,18 +131,15 @@ case $st in
 esac
 
 step 3 "replay what peers shipped meanwhile"
-st=0
-run "$read" --config "$config" --once >/dev/null || st=$?
-[ "$st" = 0 ] || die "$st" "flk-read failed (exit $st): see its message above; run this again once it is fixed"
+must "flk-read failed" "see its message above; run this again once it is fixed" \
+  run "$read" --config "$config" --once >/dev/null
 
 step 4 "verify"
-st=0
-run "$rebuild" --config "$config" --verify >/dev/null || st=$?
-[ "$st" = 0 ] || die "$st" "the store still differs from its rebuild (exit $st): run 'flk-rebuild-dedup --verify' to see how"
+must "the store still differs from its rebuild" "run 'flk-rebuild-dedup --verify' to see how" \
+  run "$rebuild" --config "$config" --verify >/dev/null
 if grep -Eq '^diverge:' "$config"; then
-  st=0
-  run "$diverge" --config "$config" scan --no-worm || st=$?
-  [ "$st" = 0 ] || die "$st" "the regions' stores diverge (flk-diverge scan, exit $st): see the split-brain runbook (scripts/split-brain.sh)"
+  must "flk-diverge scan: the regions' stores diverge" "see the split-brain runbook (scripts/split-brain.sh)" \
+    run "$diverge" --config "$config" scan --no-worm
 else
   say "no diverge.stores in the configuration: the comparison with the peers' stores is skipped"
 fi

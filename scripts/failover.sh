@@ -99,17 +99,13 @@ say "draining region '$region' (configuration '$config')"
 
 step 1 "stop writes"
 if [ -n "$stop_writes" ]; then
-  st=0
-  run sh -c "$stop_writes" || st=$?
-  [ "$st" = 0 ] || die "$st" "stopping the writes failed (--stop-writes, exit $st): nothing else was done"
+  must "--stop-writes failed" "nothing else was done" run sh -c "$stop_writes"
 else
   say "the writes are stopped (--writes-stopped)"
 fi
 
 step 2 "seal the open WAL segment, so that it can be shipped"
-st=0
-run "$wal" --config "$config" seal >&2 || st=$?
-[ "$st" = 0 ] || die "$st" "flk-wal seal failed (exit $st): see its message above"
+must "flk-wal seal failed" "see its message above" run "$wal" --config "$config" seal >&2
 
 step 3 "ship what is sealed"
 # A running flk-ship --follow holds the targets' locks and ships by itself: 75 here
@@ -122,17 +118,13 @@ case $st in
 esac
 
 step 4 "wait until every peer applied it (lag under $max_lag, at most $timeout)"
-st=0
-run "$watermark" --config "$config" wait --max-lag "$max_lag" --timeout "$timeout" || st=$?
-if [ "$st" != 0 ]; then
-  die "$st" "the replication lag did not drain (exit $st): the region is still in DNS; see 'flk-watermark lag' for the stream that is behind, fix it and run this again"
-fi
+must "the replication lag did not drain" \
+  "the region is still in DNS; see 'flk-watermark lag' for the stream that is behind, fix it and run this again" \
+  run "$watermark" --config "$config" wait --max-lag "$max_lag" --timeout "$timeout"
 
 step 5 "remove the region from DNS / the load balancer"
 if [ -n "$dns_cmd" ]; then
-  st=0
-  run sh -c "$dns_cmd" || st=$?
-  [ "$st" = 0 ] || die "$st" "the DNS command failed (--dns-cmd, exit $st): the region is drained but still in DNS"
+  must "--dns-cmd failed" "the region is drained but still in DNS" run sh -c "$dns_cmd"
 else
   say "drained; now remove '$region' from DNS / the global load balancer (Route53, Cloud DNS, ...): provider-specific, not done by this script"
 fi

@@ -159,16 +159,11 @@ if [ "$apply" = 0 ]; then
 fi
 
 step 4 "reconcile"
-st=0
-diverge reconcile --apply >/dev/null || st=$?
-[ "$st" = 0 ] || die "$st" "flk-diverge reconcile --apply failed (exit $st): see its message above; run this again"
+must "flk-diverge reconcile --apply failed" "see its message above; run this again" diverge reconcile --apply >/dev/null
 
 step 5 "verify"
-st=0
-diverge scan >/dev/null || st=$?
-[ "$st" = 0 ] || die "$st" "divergence remains after reconciling (flk-diverge scan, exit $st): a region may still be writing, or a store refused the changes"
-st=0
+must "flk-diverge scan: divergence remains after reconciling" \
+  "a region may still be writing, or a store refused the changes" diverge scan >/dev/null
 eval "set -- $(quote "$diverge") --config $(quote "$config") verify-log ${worm:+$(quote "$worm")}"
-run "$@" || st=$?
-[ "$st" = 0 ] || die "$st" "the WORM ledger does not verify (exit $st): keep it as it is (evidence) and see flk-diverge(1)"
+must "the WORM ledger does not verify" "keep it as it is (evidence) and see flk-diverge(1)" run "$@"
 say "reconciled and verified; keep the ledger head printed above somewhere else"

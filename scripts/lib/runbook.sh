@@ -170,9 +170,19 @@ step() {
 }
 
 # run CMD ARGS…: prints the command; unless $dry_run is 1, runs it and returns its
-# status (the caller decides what a failure means).
+# status (the caller decides what a failure means — must, below, when it ends the runbook).
 run() {
   printf '%s: %s %s\n' "$prog" "$([ "${dry_run:-0}" = 1 ] && echo would run: || echo running:)" "$(quote_all "$@")" >&2
   [ "${dry_run:-0}" = 1 ] && return 0
   "$@"
+}
+
+# must WHAT ADVICE CMD ARGS…: runs CMD ARGS… (usually `run …`); if it fails, exits with
+# its status: "PROG: error: WHAT (exit N): ADVICE".
+must() {
+  must_what=$1 must_advice=$2
+  shift 2
+  must_st=0
+  "$@" || must_st=$?
+  [ "$must_st" = 0 ] || die "$must_st" "$must_what (exit $must_st): $must_advice"
 }

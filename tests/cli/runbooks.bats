@@ -68,6 +68,11 @@ fingerprint() {
   run --separate-stderr "$S/split-brain.sh" --store nonsense
   assert_status 64
   assert_stderr_has "expected REGION=URL"
+  # A step that fails ends the runbook with its status, before the next step runs.
+  run --separate-stderr "$S/failover.sh" --region $EAST --stop-writes "exit 3"
+  assert_status 3
+  assert_stderr_has "failover.sh: error: --stop-writes failed (exit 3): nothing else was done"
+  [[ $stderr != *"step 2"* ]]
   assert_equal "$(fingerprint $EAST)" "$before" "region $EAST after refused runs"
 }
 
