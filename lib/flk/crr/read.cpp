@@ -171,9 +171,9 @@ void Reader::log_conflicts(const transport::Address& a, const std::vector<std::s
   // the conflicts stay as evidence in the store, where flk-diverge finds them again.
   try {
     std::map<std::string, std::vector<store::Evidence>> by_id;
-    for (auto& e : store().evidence(ids)) by_id[e.record.pcs_id].push_back(std::move(e));
+    for (auto& e : store_->evidence(ids)) by_id[e.record.pcs_id].push_back(std::move(e));
     std::map<std::string, hash::Digest> winners;
-    for (const auto& w : store().lookup(ids)) winners[w.record.pcs_id] = w.digest;
+    for (const auto& w : store_->lookup(ids)) winners[w.record.pcs_id] = w.digest;
     std::vector<std::string> entries;
     for (const auto& id : ids) {
       std::string e, records;

@@ -77,7 +77,8 @@ class Reader {
   void report_applied(const std::string& source);
   void write_metrics(bool force);
   // Appends the conflicts a segment's apply found to the ledger, with every record kept
-  // as evidence for each pcs_id and the winner.
+  // as evidence for each pcs_id and the winner. Called by commit(), once committed and
+  // with nothing in flight: it reads the store directly.
   void log_conflicts(const transport::Address& a, const std::vector<std::string>& ids);
 
   Code read_source(const std::string& source);

@@ -195,7 +195,11 @@ ScanStats scan(std::vector<RegionStore>& stores, const Expect& expect, const std
     if (suspects.empty()) return;
     std::vector<std::unordered_map<std::string, store::Stored>> found(n);
     for (size_t i = 0; i < n; ++i) {
-      if (!look[i]) look[i] = store::open(stores[i].url.empty() ? stores[i].store->url() : stores[i].url);
+      if (!look[i]) {
+        // Not store->url(): that one may be masked (a password), this one opens.
+        if (stores[i].url.empty()) fail(Code::internal, "region '{}': no store URL to look records up", stores[i].region);
+        look[i] = store::open(stores[i].url);
+      }
       for (auto& w : look[i]->lookup(suspects)) found[i].emplace(w.record.pcs_id, std::move(w));
     }
     for (const std::string& id : suspects) {

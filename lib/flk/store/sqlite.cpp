@@ -217,7 +217,8 @@ Evidence read_evidence(const Stmt& s) {
   return Evidence{std::move(st.record), st.digest, s.col_i64(8)};
 }
 
-// Binds a record to parameters at+1 … at+8 (kRecordColumns' order).
+// Binds a record to parameters at+1 … at+8 (kRecordColumns' order). The values are not
+// copied (SQLITE_STATIC): `r` and `d` must outlive the statement's run.
 void bind_record(Stmt& s, const Record& r, const hash::Digest& d, int at = 0) {
   s.text(at + 1, r.pcs_id)
       .text(at + 2, r.tenant_id)
@@ -368,7 +369,8 @@ class SqliteStore final : public Store {
     std::vector<hash::Digest> bound(kBulkRows);
     auto one_by_one = [&] {
       for (size_t r : single) {
-        bind_record(insert_new_, records[order[r]], digest_of(order[r]));
+        const hash::Digest d = digest_of(order[r]);  // bound, not copied (SQLITE_STATIC): alive through run()
+        bind_record(insert_new_, records[order[r]], d);
         insert_new_.run();
         insert_new_.reset();
         if (sqlite3_changes(db_.get()) == 1)
