@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <cstdio>
+#include <map>
 #include <random>
 
 #include <nlohmann/json.hpp>
@@ -126,6 +127,57 @@ TEST_CASE("diverge: the merge finds conflicts and missing pcs_ids across stores,
   }
   // A second plan of the same (now equal) stores has nothing to do.
   CHECK(plan(s, {}, findings_of(s)).empty());
+}
+
+TEST_CASE("diverge: SQLite stores are compared in ranges, in parallel; the findings are a model's, in order") {
+  // Random hex pcs_ids (ranges by their first digit), some with a common prefix (one
+  // range holds most), a store that lacks thousands (more suspects per range than a
+  // lookup batch and the chunks a range may buffer), conflicts everywhere.
+  for (std::string prefix : {"", "pcs-7"}) {
+    CAPTURE(prefix);
+    flk::test::TempDir dir;
+    std::vector<RegionStore> s;
+    for (const char* region : {"eu-west-1", "us-east-1", "us-west-2"}) {
+      std::string url = "sqlite://" + (dir.path() / (std::string(region) + ".db")).string();
+      s.push_back({region, store::open(url), url});
+    }
+    std::mt19937_64 rnd(42);
+    int64_t t = 1'700'000'000'000'000'000;
+    std::vector<Record> a, b, c;
+    std::map<std::string, Finding::Kind> want;
+    for (int i = 0; i < 60000; ++i) {
+      std::string id = prefix + fmt::format("{:016x}", rnd());
+      Record r = rec(id, Outcome::accepted, t + i);
+      a.push_back(r);
+      if (i % 3 != 0) b.push_back(r);  // us-east-1 lacks a third: missing
+      else want[id] = Finding::Kind::missing;
+      if (i % 97 == 0) {  // us-west-2 decided otherwise: a conflict (whatever else)
+        Record other = rec(id, Outcome::rejected, t + i + 1, "us-west-2");
+        c.push_back(other);
+        want[id] = Finding::Kind::conflict;
+      } else {
+        c.push_back(r);
+      }
+    }
+    s[0].store->apply(a, nullptr);
+    s[1].store->apply(b, nullptr);
+    s[2].store->apply(c, nullptr);
+    std::vector<std::pair<std::string, Finding::Kind>> got;
+    ScanStats st = scan(s, {}, nullptr, kDefaultBuckets, [&](const Finding& f) { got.emplace_back(f.pcs_id, f.kind); });
+    CHECK(got == std::vector<std::pair<std::string, Finding::Kind>>(want.begin(), want.end()));  // in order
+    CHECK(st.ids == 60000);
+    CHECK(st.conflicts + st.missing == want.size());
+    // Only some buckets: the same findings, filtered.
+    std::vector<uint32_t> bk = {3, 17, 40};
+    std::vector<std::string> only, only_want;
+    scan(s, {}, &bk, 64, [&](const Finding& f) { only.push_back(f.pcs_id); });
+    for (auto& [id, kind] : want)
+      if (std::binary_search(bk.begin(), bk.end(), bucket_of(id, 64))) only_want.push_back(id);
+    CHECK(only == only_want);
+    // The consumer stops at the first finding: the workers stop and are joined.
+    CHECK_THROWS_AS(scan(s, {}, nullptr, kDefaultBuckets, [](const Finding&) { throw std::runtime_error("stop"); }),
+                    std::runtime_error);
+  }
 }
 
 TEST_CASE("diverge: a store's scan error reaches the caller; a scan stopped early does not hang") {

@@ -233,6 +233,50 @@ TEST_CASE("store: params and payload round-trip; scan is in bytewise pcs_id orde
   }
 }
 
+TEST_CASE("store: ids() pulls (pcs_id, digest) in bytewise order over a range; id_bounds() where it seeks") {
+  test::TempDir t;
+  for (auto& [kind, url] : test::store_urls(t.path())) {
+    CAPTURE(kind);
+    auto s = store::open(url);
+    if (auto b = s->id_bounds()) CHECK(*b == std::pair<std::string, std::string>{"", ""});  // empty
+    {
+      auto c = s->ids();
+      std::string_view id;
+      hash::Digest d;
+      CHECK_FALSE(c->next(id, d));
+      CHECK_FALSE(c->next(id, d));  // and stays at the end
+    }
+    std::vector<Record> rs;
+    for (std::string id : {"b", "a-b", "B", "a", "~", "a b", "0", "ab", "b0", "c"}) rs.push_back(rec(id, Outcome::accepted, 1));
+    s->apply(rs, nullptr);
+    auto all = contents(*s);
+    auto range = [&](std::string from, std::string to) {
+      std::vector<std::pair<std::string, hash::Digest>> got;
+      auto c = s->ids(from, to);
+      std::string_view id;
+      hash::Digest d;
+      while (c->next(id, d)) got.emplace_back(std::string(id), d);
+      CHECK_FALSE(c->next(id, d));
+      return got;
+    };
+    auto expect = [&](std::string from, std::string to) {
+      std::vector<std::pair<std::string, hash::Digest>> want;
+      for (auto& st : all)
+        if (st.record.pcs_id >= from && (to.empty() || st.record.pcs_id < to)) want.emplace_back(st.record.pcs_id, st.digest);
+      return want;
+    };
+    CHECK(range("", "").size() == rs.size());
+    for (auto [from, to] : std::vector<std::pair<std::string, std::string>>{
+             {"", ""}, {"a", "b"}, {"", "a"}, {"b", ""}, {"a b", "ab"}, {"b", "b"}, {"zz", ""}, {"", "0"}, {"b", "b0"}}) {
+      CAPTURE(from);
+      CAPTURE(to);
+      CHECK(range(from, to) == expect(from, to));
+    }
+    if (auto b = s->id_bounds()) CHECK(*b == std::pair<std::string, std::string>{"0", "~"});
+    CHECK((kind == "sqlite") == s->id_bounds().has_value());
+  }
+}
+
 TEST_CASE("store: property — any order, batching and duplication gives the same content and digest") {
   test::TempDir t;
   std::mt19937_64 rng(20261126);

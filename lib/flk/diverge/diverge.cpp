@@ -1,6 +1,7 @@
 #include "flk/diverge/diverge.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <exception>
@@ -19,128 +20,32 @@ namespace flk::diverge {
 
 namespace {
 
-// A batch of stored winners' pcs_ids and digests, the ids packed into one arena (no
-// allocation per record; batches are recycled).
-struct KeyBatch {
-  struct Key {
-    uint32_t id, id_len;
-    hash::Digest digest;
-  };
-  std::string arena;
-  std::vector<Key> keys;
-
-  void clear() {
-    arena.clear();
-    keys.clear();
+// Where a comparison of stores is split into ranges that run in parallel: range r is
+// [keys[r-1], keys[r]), "" being both ends. From the smallest and largest pcs_id of all
+// the stores: one range per value of the first byte after their common prefix (hashes,
+// UUIDs and random ids spread evenly over it; ids that mostly share a longer prefix give
+// fewer, larger ranges: slower, not wrong). None (one range, the whole) when some store
+// cannot seek to a range (Store::id_bounds()).
+std::vector<std::string> split_keys(std::vector<RegionStore>& stores) {
+  std::optional<std::string> lo, hi;
+  for (auto& s : stores) {
+    auto b = s.store->id_bounds();
+    if (!b) return {};
+    if (b->first.empty() && b->second.empty()) continue;  // an empty store
+    if (!lo || b->first < *lo) lo = b->first;
+    if (!hi || b->second > *hi) hi = b->second;
   }
-  void add(std::string_view id, const hash::Digest& digest) {
-    keys.push_back({static_cast<uint32_t>(arena.size()), static_cast<uint32_t>(id.size()), digest});
-    arena.append(id);
-  }
-  std::string_view view(uint32_t at, uint32_t len) const { return {arena.data() + at, len}; }
-};
-
-// One store's key scan on a thread of its own, handed over in batches through a
-// bounded queue: the consumer sees the keys in the store's (pcs_id) order.
-class Cursor {
- public:
-  struct Head {
-    const KeyBatch* batch = nullptr;
-    const KeyBatch::Key* key = nullptr;
-    std::string_view id() const { return batch->view(key->id, key->id_len); }
-    explicit operator bool() const { return key != nullptr; }
-  };
-
-  Cursor(store::Store& s, const std::vector<uint32_t>* buckets, uint32_t bucket_count)
-      : buckets_(buckets), bucket_count_(bucket_count) {
-    thread_ = std::thread([this, &s] { run(s); });
-  }
-  ~Cursor() {
-    {
-      std::lock_guard lk(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
-  }
-
-  // The next key (valid until the next call), empty at the end; rethrows the scan's error.
-  Head next() {
-    while (!cur_ || pos_ >= cur_->keys.size()) {
-      std::unique_lock lk(mu_);
-      if (cur_) free_.push_back(std::move(cur_));
-      cv_.wait(lk, [&] { return !q_.empty() || done_; });
-      if (q_.empty()) {
-        cv_.notify_all();
-        if (error_) std::rethrow_exception(error_);
-        return {};
-      }
-      cur_ = std::move(q_.front());
-      q_.pop_front();
-      pos_ = 0;
-      cv_.notify_all();
-    }
-    return {cur_.get(), &cur_->keys[pos_++]};
-  }
-
- private:
-  struct Stopped {};
-  static constexpr size_t kBatch = 4096, kDepth = 4;
-
-  std::unique_ptr<KeyBatch> take_free() {
-    std::lock_guard lk(mu_);
-    if (free_.empty()) return std::make_unique<KeyBatch>();
-    auto b = std::move(free_.back());
-    free_.pop_back();
-    b->clear();
-    return b;
-  }
-
-  void run(store::Store& s) {
-    try {
-      auto batch = take_free();
-      s.scan_ids([&](std::string_view id, const hash::Digest& digest) {
-        if (buckets_ && !std::binary_search(buckets_->begin(), buckets_->end(), bucket_of(id, bucket_count_)))
-          return;
-        batch->add(id, digest);
-        if (batch->keys.size() == kBatch) {
-          push(std::move(batch));
-          batch = take_free();
-        }
-      });
-      push(std::move(batch));
-    } catch (const Stopped&) {
-    } catch (...) {
-      std::lock_guard lk(mu_);
-      error_ = std::current_exception();
-    }
-    {
-      std::lock_guard lk(mu_);
-      done_ = true;
-    }
-    cv_.notify_all();
-  }
-
-  void push(std::unique_ptr<KeyBatch> b) {
-    std::unique_lock lk(mu_);
-    cv_.wait(lk, [&] { return q_.size() < kDepth || stop_; });
-    if (stop_) throw Stopped{};
-    q_.push_back(std::move(b));
-    cv_.notify_all();
-  }
-
-  const std::vector<uint32_t>* buckets_;
-  uint32_t bucket_count_;
-  std::thread thread_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::unique_ptr<KeyBatch>> q_;
-  std::vector<std::unique_ptr<KeyBatch>> free_;
-  bool done_ = false, stop_ = false;
-  std::exception_ptr error_;
-  std::unique_ptr<KeyBatch> cur_;
-  size_t pos_ = 0;
-};
+  if (!lo) return {};
+  size_t p = 0;
+  while (p < lo->size() && p < hi->size() && (*lo)[p] == (*hi)[p]) ++p;
+  if (p >= hi->size()) return {};  // a single pcs_id
+  const std::string prefix = hi->substr(0, p);
+  const unsigned first = p < lo->size() ? static_cast<uint8_t>((*lo)[p]) : 0;  // lo == prefix: it sorts first
+  const unsigned last = static_cast<uint8_t>((*hi)[p]);
+  std::vector<std::string> keys;
+  for (unsigned c = first + 1; c <= last; ++c) keys.push_back(prefix + static_cast<char>(c));
+  return keys;
+}
 
 void stored_json(json::Object& j, std::string_view key, const store::Stored& s) {
   std::string v;
@@ -177,29 +82,21 @@ std::string_view kind_name(Finding::Kind k) { return k == Finding::Kind::conflic
 ScanStats scan(std::vector<RegionStore>& stores, const Expect& expect, const std::vector<uint32_t>* buckets,
                uint32_t bucket_count, const std::function<void(const Finding&)>& fn) {
   const size_t n = stores.size();
-  std::vector<std::unique_ptr<Cursor>> cursors;
-  std::vector<Cursor::Head> head(n);
-  for (auto& s : stores) cursors.push_back(std::make_unique<Cursor>(*s.store, buckets, bucket_count));
-  for (size_t i = 0; i < n; ++i) head[i] = cursors[i]->next();
-
   ScanStats st;
-  // The pcs_ids the stores do not all hold with one digest, looked up kResolve at a time
-  // on second connections (the first ones are busy scanning), in order.
+  if (n == 0) return st;
+
+  // The pcs_ids the stores do not all hold with one digest ("suspects"), looked up
+  // kResolve at a time by this thread on connections of its own (the others are busy
+  // scanning), in order.
   constexpr size_t kResolve = 4096;
-  std::vector<std::string> suspects;
   std::vector<std::unique_ptr<store::Store>> look(n);
-  std::vector<bool> here(n);
   Finding f;
   f.stored.resize(n);
-  auto resolve = [&] {
+  auto resolve = [&](const std::vector<std::string>& suspects) {
     if (suspects.empty()) return;
     std::vector<std::unordered_map<std::string, store::Stored>> found(n);
     for (size_t i = 0; i < n; ++i) {
-      if (!look[i]) {
-        // Not store->url(): that one may be masked (a password), this one opens.
-        if (stores[i].url.empty()) fail(Code::internal, "region '{}': no store URL to look records up", stores[i].region);
-        look[i] = store::open(stores[i].url);
-      }
+      if (!look[i]) look[i] = store::open(stores[i].url);
       for (auto& w : look[i]->lookup(suspects)) found[i].emplace(w.record.pcs_id, std::move(w));
     }
     for (const std::string& id : suspects) {
@@ -231,32 +128,150 @@ ScanStats scan(std::vector<RegionStore>& stores, const Expect& expect, const std
       ++(differ ? st.conflicts : st.missing);
       fn(f);
     }
-    suspects.clear();
   };
-  for (;;) {
-    std::string_view id;
-    bool any = false;
-    for (size_t i = 0; i < n; ++i)
-      if (head[i] && (!any || head[i].id() < id)) id = head[i].id(), any = true;
-    if (!any) break;
-    ++st.ids;
-    size_t present = 0;
-    const hash::Digest* digest = nullptr;
-    bool agree = true;
+  for (size_t i = 0; i < n; ++i)  // not store->url(): that one may be masked (a password), this one opens
+    if (stores[i].url.empty()) fail(Code::internal, "region '{}': no store URL to open more connections", stores[i].region);
+
+  // The pcs_ids are split into ranges (split_keys), scanned by `workers` threads: each
+  // takes the next range, pulls every store's cursor over it and merges them as it goes
+  // (nothing copied but suspects), handing its suspects over in chunks. This thread
+  // resolves the chunks range by range, in order. A range not yet being resolved may
+  // hold kAhead chunks, and workers stay within 2 × workers ranges of it: memory does not
+  // grow with the stores.
+  const std::vector<std::string> splits = split_keys(stores);
+  const size_t ranges = splits.size() + 1;
+  const size_t workers = std::min(ranges, std::clamp<size_t>(std::thread::hardware_concurrency(), 1, 8));
+  constexpr size_t kAhead = 4;
+  struct Range {
+    std::deque<std::vector<std::string>> chunks;
+    bool done = false;
+  };
+  std::vector<Range> rs(ranges);
+  std::mutex mu;
+  std::condition_variable cv;
+  size_t next = 0, resolving = 0;
+  bool stop = false;
+  std::atomic<bool> stopping{false};
+  std::exception_ptr error;
+  std::atomic<uint64_t> ids{0};
+  struct Stopped {};
+
+  auto hand = [&](size_t r, std::vector<std::string>& chunk, bool done) {
+    std::unique_lock lk(mu);
+    cv.wait(lk, [&] { return stop || r == resolving || rs[r].chunks.size() < kAhead; });
+    if (stop) throw Stopped{};
+    if (!chunk.empty()) rs[r].chunks.push_back(std::move(chunk));
+    chunk.clear();
+    rs[r].done = done;
+    cv.notify_all();
+  };
+  auto merge = [&](size_t r, const std::vector<store::Store*>& db) {
+    std::vector<std::unique_ptr<store::Store::IdCursor>> cur(n);
+    std::vector<std::string_view> id(n);
+    std::vector<hash::Digest> digest(n);
+    std::vector<char> has(n), here(n);
     for (size_t i = 0; i < n; ++i) {
-      here[i] = head[i] && head[i].id() == id;
-      if (!here[i]) continue;
-      if (digest && *digest != head[i].key->digest) agree = false;
-      digest = &head[i].key->digest;
-      ++present;
+      cur[i] = db[i]->ids(r ? splits[r - 1] : std::string(), r < splits.size() ? splits[r] : std::string());
+      has[i] = cur[i]->next(id[i], digest[i]);
     }
-    if (!agree || present < n) suspects.emplace_back(id);
-    // Advance past this pcs_id (after its id is copied: the heads point into the batches).
-    for (size_t i = 0; i < n; ++i)
-      if (here[i]) head[i] = cursors[i]->next();
-    if (suspects.size() == kResolve) resolve();
-  }
-  resolve();
+    std::vector<std::string> chunk;
+    uint64_t count = 0;
+    for (;;) {
+      std::string_view min;
+      bool any = false;
+      for (size_t i = 0; i < n; ++i)
+        if (has[i] && (!any || id[i] < min)) min = id[i], any = true;
+      if (!any) break;
+      if (!buckets || std::binary_search(buckets->begin(), buckets->end(), bucket_of(min, bucket_count))) {
+        size_t present = 0;
+        const hash::Digest* d = nullptr;
+        bool agree = true;
+        for (size_t i = 0; i < n; ++i) {
+          here[i] = has[i] && id[i] == min;
+          if (!here[i]) continue;
+          if (d && *d != digest[i]) agree = false;
+          d = &digest[i];
+          ++present;
+        }
+        if (!agree || present < n) chunk.emplace_back(min);  // copied before the cursors move on
+        if (chunk.size() == kResolve) hand(r, chunk, false);
+        if (++count % 65536 == 0 && stopping) throw Stopped{};
+      } else {
+        for (size_t i = 0; i < n; ++i) here[i] = has[i] && id[i] == min;
+      }
+      for (size_t i = 0; i < n; ++i)
+        if (here[i]) has[i] = cur[i]->next(id[i], digest[i]);
+    }
+    ids += count;
+    hand(r, chunk, true);
+  };
+  auto work = [&](size_t w) {
+    try {
+      // Worker 0 scans through the stores given; the others open connections of their own.
+      std::vector<std::unique_ptr<store::Store>> own;
+      std::vector<store::Store*> db(n);
+      for (size_t i = 0; i < n; ++i) {
+        if (w > 0) own.push_back(store::open(stores[i].url));
+        db[i] = w > 0 ? own.back().get() : stores[i].store.get();
+      }
+      for (;;) {
+        size_t r;
+        {
+          std::unique_lock lk(mu);
+          cv.wait(lk, [&] { return stop || next >= ranges || next < resolving + 2 * workers; });
+          if (stop || next >= ranges) return;
+          r = next++;
+        }
+        merge(r, db);
+      }
+    } catch (const Stopped&) {
+    } catch (...) {
+      std::lock_guard lk(mu);
+      if (!error) error = std::current_exception();
+      stop = true;
+      stopping = true;
+      cv.notify_all();
+    }
+  };
+
+  std::vector<std::thread> threads;
+  struct Join {  // on every way out: the workers told to stop, and joined
+    std::vector<std::thread>& threads;
+    std::mutex& mu;
+    std::condition_variable& cv;
+    bool& stop;
+    std::atomic<bool>& stopping;
+    ~Join() {
+      {
+        std::lock_guard lk(mu);
+        stop = true;
+        stopping = true;
+      }
+      cv.notify_all();
+      for (auto& t : threads) t.join();
+    }
+  } join{threads, mu, cv, stop, stopping};
+  for (size_t w = 0; w < workers; ++w) threads.emplace_back(work, w);
+
+  for (size_t r = 0; r < ranges; ++r)
+    for (;;) {
+      std::vector<std::string> chunk;
+      {
+        std::unique_lock lk(mu);
+        cv.wait(lk, [&] { return error || !rs[r].chunks.empty() || rs[r].done; });
+        if (error) std::rethrow_exception(error);
+        if (rs[r].chunks.empty()) {  // done, all resolved
+          resolving = r + 1;
+          cv.notify_all();
+          break;
+        }
+        chunk = std::move(rs[r].chunks.front());
+        rs[r].chunks.pop_front();
+        cv.notify_all();
+      }
+      resolve(chunk);
+    }
+  st.ids = ids;
   return st;
 }
 

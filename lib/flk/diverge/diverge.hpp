@@ -2,9 +2,10 @@
 // flk-diverge(1)): find the pcs_ids whose outcome differs (conflict) or that are
 // absent where they should be (missing), and reconcile them by first write wins.
 //
-// scan() streams every store in pcs_id order — each store's scan runs on a thread of
-// its own and hands over batches through a bounded queue — and merges them, so memory
-// does not grow with the stores, and the stores are read in parallel.
+// scan() streams every store in pcs_id order and merges them, so memory does not grow
+// with the stores: the pcs_ids are split into ranges, which threads scan in parallel
+// (each merging every store's cursor over its range), and the calling thread looks up
+// and reports what they found, in order.
 //
 // Where a record should be (Expect): in every scanned region, except in selective
 // replication, where a record written in region R for tenant T belongs in R and in the

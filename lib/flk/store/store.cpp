@@ -1,6 +1,11 @@
 #include "flk/store/store.hpp"
 
 #include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <thread>
 
 #include "flk/store/backends.hpp"
 #include "flk/util/error.hpp"
@@ -22,8 +27,118 @@ void Store::scan_keys(const std::function<void(const KeyView&)>& fn) {
   });
 }
 
-void Store::scan_ids(const std::function<void(std::string_view, const hash::Digest&)>& fn) {
-  scan_keys([&](const KeyView& k) { fn(k.pcs_id, k.digest); });
+namespace {
+
+// The default IdCursor: scan_keys() on a thread of its own, handing the keys of the
+// range over in batches (the ids packed into one arena, batches recycled) through a
+// bounded queue. Batches of 1024 keys (≈ 100 KiB, which stay in the caches between the
+// two threads) went faster than of 4096.
+class ThreadIdCursor final : public Store::IdCursor {
+ public:
+  ThreadIdCursor(Store& s, std::string from, std::string to) : from_(std::move(from)), to_(std::move(to)) {
+    thread_ = std::thread([this, &s] { run(s); });
+  }
+  ~ThreadIdCursor() override {
+    {
+      std::lock_guard lk(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+  bool next(std::string_view& pcs_id, hash::Digest& digest) override {
+    while (!cur_ || pos_ >= cur_->keys.size()) {
+      std::unique_lock lk(mu_);
+      if (cur_) free_.push_back(std::move(cur_));
+      cv_.wait(lk, [&] { return !q_.empty() || done_; });
+      if (q_.empty()) {
+        cv_.notify_all();
+        if (error_) std::rethrow_exception(error_);
+        return false;
+      }
+      cur_ = std::move(q_.front());
+      q_.pop_front();
+      pos_ = 0;
+      cv_.notify_all();
+    }
+    const Batch::Key& k = cur_->keys[pos_++];
+    pcs_id = std::string_view(cur_->arena.data() + k.id, k.id_len);
+    digest = k.digest;
+    return true;
+  }
+
+ private:
+  struct Batch {
+    struct Key {
+      uint32_t id, id_len;
+      hash::Digest digest;
+    };
+    std::string arena;
+    std::vector<Key> keys;
+  };
+  struct Stopped {};
+  static constexpr size_t kBatch = 1024, kDepth = 8;
+
+  std::unique_ptr<Batch> take_free() {
+    std::lock_guard lk(mu_);
+    if (free_.empty()) return std::make_unique<Batch>();
+    auto b = std::move(free_.back());
+    free_.pop_back();
+    b->arena.clear();
+    b->keys.clear();
+    return b;
+  }
+
+  void run(Store& s) {
+    try {
+      auto batch = take_free();
+      s.scan_keys([&](const Store::KeyView& k) {
+        if (k.pcs_id < from_ || (!to_.empty() && k.pcs_id >= to_)) return;
+        batch->keys.push_back({static_cast<uint32_t>(batch->arena.size()), static_cast<uint32_t>(k.pcs_id.size()), k.digest});
+        batch->arena.append(k.pcs_id);
+        if (batch->keys.size() == kBatch) {
+          push(std::move(batch));
+          batch = take_free();
+        }
+      });
+      push(std::move(batch));
+    } catch (const Stopped&) {
+    } catch (...) {
+      std::lock_guard lk(mu_);
+      error_ = std::current_exception();
+    }
+    {
+      std::lock_guard lk(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+  }
+
+  void push(std::unique_ptr<Batch> b) {
+    std::unique_lock lk(mu_);
+    cv_.wait(lk, [&] { return q_.size() < kDepth || stop_; });
+    if (stop_) throw Stopped{};
+    q_.push_back(std::move(b));
+    cv_.notify_all();
+  }
+
+  std::string from_, to_;
+  std::thread thread_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::unique_ptr<Batch>> q_;
+  std::vector<std::unique_ptr<Batch>> free_;
+  bool done_ = false, stop_ = false;
+  std::exception_ptr error_;
+  std::unique_ptr<Batch> cur_;
+  size_t pos_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Store::IdCursor> Store::ids(std::string from, std::string to) {
+  return std::make_unique<ThreadIdCursor>(*this, std::move(from), std::move(to));
 }
 
 std::vector<ApplyStats> Store::apply_all(std::span<const Batch> batches) {

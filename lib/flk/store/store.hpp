@@ -23,6 +23,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "flk/core/record.hpp"
@@ -128,10 +129,26 @@ class Store {
     hash::Digest digest{};
   };
   virtual void scan_keys(const std::function<void(const KeyView&)>& fn);
-  // Only each stored winner's pcs_id and digest, in the same order (views valid during
-  // the call): all a comparison of stores needs for the pcs_ids on which they agree —
-  // flk-diverge looks the few others up. The default goes through scan_keys().
-  virtual void scan_ids(const std::function<void(std::string_view pcs_id, const hash::Digest& digest)>& fn);
+  // Only each stored winner's pcs_id and digest, in the same order, pulled one at a time
+  // from a cursor over [from, to) ("" as `from`: the first; as `to`: past the last): all
+  // a comparison of stores needs for the pcs_ids on which they agree — flk-diverge looks
+  // the few others up. While a cursor is open, the store is used by the cursor only.
+  class IdCursor {
+   public:
+    virtual ~IdCursor() = default;
+    // The next one, or false at the end; `pcs_id` stays valid until the next call.
+    // Throws Error naming the store.
+    virtual bool next(std::string_view& pcs_id, hash::Digest& digest) = 0;
+  };
+  // The default runs scan_keys() on a thread of its own, handing the keys over in
+  // batches through a bounded queue, and skips those out of the range: it reads the whole
+  // store. A back end that can seek to a range overrides it and id_bounds().
+  virtual std::unique_ptr<IdCursor> ids(std::string from = {}, std::string to = {});
+  // The smallest and largest stored pcs_id ("" and "" when the store is empty), when
+  // ids() reads only its range (an index seek) — nullopt otherwise (the default). A
+  // comparison of stores splits the pcs_ids into ranges from these and scans the ranges
+  // in parallel.
+  virtual std::optional<std::pair<std::string, std::string>> id_bounds() { return std::nullopt; }
 
   // All evidence in (pcs_id, digest) order.
   virtual void scan_evidence(const std::function<void(const Evidence&)>& fn) = 0;
