@@ -42,10 +42,11 @@ std::vector<Finding> findings_of(std::vector<RegionStore>& s, const Expect& e = 
 
 }  // namespace
 
-TEST_CASE("diverge: stores that differ only where outcomes agree (another ts, origin) find nothing there; many such pcs_ids are looked up in batches") {
-  // The scan compares digests; a pcs_id whose digests differ is looked up, and only a
-  // different outcome (or a record missing where expected) is a finding. More than one
-  // lookup batch (4096) of such pcs_ids, with the real conflicts spread among them.
+TEST_CASE("diverge: stores that differ only where outcomes agree (another ts, origin) find nothing there") {
+  // The scan compares outcomes; a pcs_id whose outcomes differ (or that a store lacks) is
+  // looked up, and only a different outcome (or a record missing where expected) is a
+  // finding. Thousands of records that differ in all but the outcome, with the real
+  // conflicts spread among them.
   flk::test::TempDir dir;
   auto s = three_stores(dir.path());
   int64_t t = 1'700'000'000'000'000'000;

@@ -233,7 +233,7 @@ TEST_CASE("store: params and payload round-trip; scan is in bytewise pcs_id orde
   }
 }
 
-TEST_CASE("store: ids() pulls (pcs_id, digest) in bytewise order over a range; id_bounds() where it seeks") {
+TEST_CASE("store: ids() pulls (pcs_id, outcome) in bytewise order over a range; id_bounds() where it seeks") {
   test::TempDir t;
   for (auto& [kind, url] : test::store_urls(t.path())) {
     CAPTURE(kind);
@@ -242,27 +242,30 @@ TEST_CASE("store: ids() pulls (pcs_id, digest) in bytewise order over a range; i
     {
       auto c = s->ids();
       std::string_view id;
-      hash::Digest d;
-      CHECK_FALSE(c->next(id, d));
-      CHECK_FALSE(c->next(id, d));  // and stays at the end
+      Outcome o;
+      CHECK_FALSE(c->next(id, o));
+      CHECK_FALSE(c->next(id, o));  // and stays at the end
     }
     std::vector<Record> rs;
-    for (std::string id : {"b", "a-b", "B", "a", "~", "a b", "0", "ab", "b0", "c"}) rs.push_back(rec(id, Outcome::accepted, 1));
+    const Outcome outcomes[] = {Outcome::accepted, Outcome::escalated, Outcome::rejected};
+    for (std::string id : {"b", "a-b", "B", "a", "~", "a b", "0", "ab", "b0", "c"})
+      rs.push_back(rec(id, outcomes[rs.size() % 3], 1));
     s->apply(rs, nullptr);
     auto all = contents(*s);
     auto range = [&](std::string from, std::string to) {
-      std::vector<std::pair<std::string, hash::Digest>> got;
+      std::vector<std::pair<std::string, Outcome>> got;
       auto c = s->ids(from, to);
       std::string_view id;
-      hash::Digest d;
-      while (c->next(id, d)) got.emplace_back(std::string(id), d);
-      CHECK_FALSE(c->next(id, d));
+      Outcome o;
+      while (c->next(id, o)) got.emplace_back(std::string(id), o);
+      CHECK_FALSE(c->next(id, o));
       return got;
     };
     auto expect = [&](std::string from, std::string to) {
-      std::vector<std::pair<std::string, hash::Digest>> want;
+      std::vector<std::pair<std::string, Outcome>> want;
       for (auto& st : all)
-        if (st.record.pcs_id >= from && (to.empty() || st.record.pcs_id < to)) want.emplace_back(st.record.pcs_id, st.digest);
+        if (st.record.pcs_id >= from && (to.empty() || st.record.pcs_id < to))
+          want.emplace_back(st.record.pcs_id, st.record.outcome);
       return want;
     };
     CHECK(range("", "").size() == rs.size());

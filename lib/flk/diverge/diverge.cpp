@@ -85,7 +85,7 @@ ScanStats scan(std::vector<RegionStore>& stores, const Expect& expect, const std
   ScanStats st;
   if (n == 0) return st;
 
-  // The pcs_ids the stores do not all hold with one digest ("suspects"), looked up
+  // The pcs_ids the stores do not all hold with one outcome ("suspects"), looked up
   // kResolve at a time by this thread on connections of its own (the others are busy
   // scanning), in order.
   constexpr size_t kResolve = 4096;
@@ -168,11 +168,11 @@ ScanStats scan(std::vector<RegionStore>& stores, const Expect& expect, const std
   auto merge = [&](size_t r, const std::vector<store::Store*>& db) {
     std::vector<std::unique_ptr<store::Store::IdCursor>> cur(n);
     std::vector<std::string_view> id(n);
-    std::vector<hash::Digest> digest(n);
+    std::vector<Outcome> outcome(n);
     std::vector<char> has(n), here(n);
     for (size_t i = 0; i < n; ++i) {
       cur[i] = db[i]->ids(r ? splits[r - 1] : std::string(), r < splits.size() ? splits[r] : std::string());
-      has[i] = cur[i]->next(id[i], digest[i]);
+      has[i] = cur[i]->next(id[i], outcome[i]);
     }
     std::vector<std::string> chunk;
     uint64_t count = 0;
@@ -184,13 +184,13 @@ ScanStats scan(std::vector<RegionStore>& stores, const Expect& expect, const std
       if (!any) break;
       if (!buckets || std::binary_search(buckets->begin(), buckets->end(), bucket_of(min, bucket_count))) {
         size_t present = 0;
-        const hash::Digest* d = nullptr;
+        const Outcome* o = nullptr;
         bool agree = true;
         for (size_t i = 0; i < n; ++i) {
           here[i] = has[i] && id[i] == min;
           if (!here[i]) continue;
-          if (d && *d != digest[i]) agree = false;
-          d = &digest[i];
+          if (present && outcome[i] != *o) agree = false;
+          o = &outcome[i];
           ++present;
         }
         if (!agree || present < n) chunk.emplace_back(min);  // copied before the cursors move on
@@ -200,7 +200,7 @@ ScanStats scan(std::vector<RegionStore>& stores, const Expect& expect, const std
         for (size_t i = 0; i < n; ++i) here[i] = has[i] && id[i] == min;
       }
       for (size_t i = 0; i < n; ++i)
-        if (here[i]) has[i] = cur[i]->next(id[i], digest[i]);
+        if (here[i]) has[i] = cur[i]->next(id[i], outcome[i]);
     }
     ids += count;
     hand(r, chunk, true);

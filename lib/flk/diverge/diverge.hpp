@@ -61,7 +61,7 @@ struct ScanStats {
   uint64_t conflicts = 0, missing = 0;
 };
 
-// Merges the stores' (pcs_id, digest) scans; the pcs_ids on which they do not all agree
+// Merges the stores' (pcs_id, outcome) scans; the pcs_ids on which they do not all agree
 // are looked up (a second connection to each, RegionStore::url: the record may have
 // changed since the scan passed it — what is looked up decides) and fn is called for each
 // divergent one, in pcs_id order. With `buckets` (sorted bucket numbers of

@@ -539,24 +539,22 @@ class SqliteStore final : public Store {
       if (!from_.empty()) s_.text(1, from_);
       if (!to_.empty()) s_.text(2, to_);
     }
-    bool next(std::string_view& pcs_id, hash::Digest& digest) override {
+    bool next(std::string_view& pcs_id, Outcome& outcome) override {
       if (done_) return false;
       if (!s_.step()) {
         done_ = true;  // step() reset the statement: another would run it again
         return false;
       }
       sqlite3_value* id = s_.col_value(0);
-      sqlite3_value* d = s_.col_value(1);
       auto p = reinterpret_cast<const char*>(sqlite3_value_text(id));
       pcs_id = p ? std::string_view(p, static_cast<size_t>(sqlite3_value_bytes(id))) : std::string_view();
-      if (sqlite3_value_bytes(d) == 32) std::memcpy(digest.data(), sqlite3_value_blob(d), 32);
-      else digest = {};
+      outcome = static_cast<Outcome>(sqlite3_value_int(s_.col_value(1)));
       return true;
     }
 
    private:
     static std::string sql(bool from, bool to) {
-      return fmt::format("SELECT pcs_id, digest FROM records{}{}{} ORDER BY pcs_id", from || to ? " WHERE " : "",
+      return fmt::format("SELECT pcs_id, outcome FROM records{}{}{} ORDER BY pcs_id", from || to ? " WHERE " : "",
                          from ? "pcs_id >= ?1" : "", to ? (from ? " AND pcs_id < ?2" : "pcs_id < ?2") : "");
     }
     SmallCache small_;

@@ -47,7 +47,7 @@ class ThreadIdCursor final : public Store::IdCursor {
     thread_.join();
   }
 
-  bool next(std::string_view& pcs_id, hash::Digest& digest) override {
+  bool next(std::string_view& pcs_id, Outcome& outcome) override {
     while (!cur_ || pos_ >= cur_->keys.size()) {
       std::unique_lock lk(mu_);
       if (cur_) free_.push_back(std::move(cur_));
@@ -64,7 +64,7 @@ class ThreadIdCursor final : public Store::IdCursor {
     }
     const Batch::Key& k = cur_->keys[pos_++];
     pcs_id = std::string_view(cur_->arena.data() + k.id, k.id_len);
-    digest = k.digest;
+    outcome = k.outcome;
     return true;
   }
 
@@ -72,7 +72,7 @@ class ThreadIdCursor final : public Store::IdCursor {
   struct Batch {
     struct Key {
       uint32_t id, id_len;
-      hash::Digest digest;
+      Outcome outcome;
     };
     std::string arena;
     std::vector<Key> keys;
@@ -95,7 +95,7 @@ class ThreadIdCursor final : public Store::IdCursor {
       auto batch = take_free();
       s.scan_keys([&](const Store::KeyView& k) {
         if (k.pcs_id < from_ || (!to_.empty() && k.pcs_id >= to_)) return;
-        batch->keys.push_back({static_cast<uint32_t>(batch->arena.size()), static_cast<uint32_t>(k.pcs_id.size()), k.digest});
+        batch->keys.push_back({static_cast<uint32_t>(batch->arena.size()), static_cast<uint32_t>(k.pcs_id.size()), k.outcome});
         batch->arena.append(k.pcs_id);
         if (batch->keys.size() == kBatch) {
           push(std::move(batch));

@@ -129,16 +129,17 @@ class Store {
     hash::Digest digest{};
   };
   virtual void scan_keys(const std::function<void(const KeyView&)>& fn);
-  // Only each stored winner's pcs_id and digest, in the same order, pulled one at a time
-  // from a cursor over [from, to) ("" as `from`: the first; as `to`: past the last): all
-  // a comparison of stores needs for the pcs_ids on which they agree — flk-diverge looks
-  // the few others up. While a cursor is open, the store is used by the cursor only.
+  // Only each stored winner's pcs_id and outcome, in the same order, pulled one at a
+  // time from a cursor over [from, to) ("" as `from`: the first; as `to`: past the last):
+  // all a comparison of stores needs for the pcs_ids on which they agree (a divergence is
+  // an outcome that differs, or a pcs_id absent) — flk-diverge looks the few others up.
+  // While a cursor is open, the store is used by the cursor only.
   class IdCursor {
    public:
     virtual ~IdCursor() = default;
     // The next one, or false at the end; `pcs_id` stays valid until the next call.
     // Throws Error naming the store.
-    virtual bool next(std::string_view& pcs_id, hash::Digest& digest) = 0;
+    virtual bool next(std::string_view& pcs_id, Outcome& outcome) = 0;
   };
   // The default runs scan_keys() on a thread of its own, handing the keys over in
   // batches through a bounded queue, and skips those out of the range: it reads the whole
