@@ -277,47 +277,6 @@ class Writeback {
   int fd_;
 };
 
-// While a large transaction runs, a thread starts writeback of the store's files
-// (its -wal, where SQLite spills the pages a transaction dirties, and the database file,
-// which the checkpoint after the commit fills) every few milliseconds, so that the
-// syncs of the commit and of its checkpoint find little left to write. Replaying
-// 1,000,000 records, the commit and checkpoint took 0.41-0.51 s with it, 0.73-0.92 s
-// without (bench/README.md). Writeback of a frame that the transaction then writes again
-// costs a second write to the disk, not a wait.
-class Flusher {
- public:
-  static constexpr auto kPeriod = std::chrono::milliseconds(10);
-
-  explicit Flusher(const std::string& path)
-      : thread_([this, path] {
-          Writeback wal(path + "-wal"), db(path);
-          std::unique_lock lk(mu_);
-          while (!stop_) {
-            lk.unlock();
-            wal.start();
-            db.start();
-            lk.lock();
-            cv_.wait_for(lk, kPeriod, [&] { return stop_; });
-          }
-        }) {}
-  ~Flusher() {
-    {
-      std::lock_guard lk(mu_);
-      stop_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
-  }
-  Flusher(const Flusher&) = delete;
-  Flusher& operator=(const Flusher&) = delete;
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;
-  std::thread thread_;  // last: started once the rest is built
-};
-
 class SqliteStore final : public Store {
  public:
   SqliteStore(std::string path, std::string url, bool scratch) : db_(std::move(path), std::move(url)), scratch_(scratch) {
@@ -344,7 +303,6 @@ class SqliteStore final : public Store {
     if (group_) return;
     db_.exec("BEGIN IMMEDIATE");
     group_ = true;
-    flusher_.emplace(db_.path());
   }
   void commit_group() override {
     if (!group_) return;
@@ -353,10 +311,8 @@ class SqliteStore final : public Store {
       db_.exec("COMMIT");  // and, past wal_autocheckpoint's 1000 pages, the checkpoint
     } catch (...) {
       sqlite3_exec(db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
-      flusher_.reset();
       throw;
     }
-    flusher_.reset();
   }
 
   // One transaction for all (or the group's).
@@ -683,7 +639,6 @@ class SqliteStore final : public Store {
       if (done_) return;
       sqlite3_exec(s_.db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
       s_.group_ = false;
-      s_.flusher_.reset();
     }
     void commit() {
       if (!nested_) s_.db_.exec("COMMIT");
@@ -800,7 +755,6 @@ class SqliteStore final : public Store {
   Db db_;
   bool scratch_;
   bool group_ = false;  // a transaction of begin_group() is open
-  std::optional<Flusher> flusher_;  // while it is
   Stmt get_, put_, insert_new_, insert_, insert_many_, savepoint_, rollback_to_, release_, evidence_, evidence_of_,
       watermark_, unmark_;
 };
