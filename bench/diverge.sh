@@ -20,9 +20,10 @@
 #      (pcs_id, outcome, ts, region) sorted by pcs_id into a file; the digest's size; and
 #      the bytes two regions exchange to find the differences: ONE digest (the first
 #      store's, as sent; the other region compares it with its own store,
-#      `compare A --store URL`) + the rows of the buckets `compare` names (what a remote
-#      scan of those buckets would ship), beside the store's size. The notes also give
-#      the bytes with both digests sent.
+#      `compare A --store URL`) + the extract of the first store's rows in the buckets
+#      `compare` names (`flk-diverge extract`, sent back and scanned there with
+#      `scan --buckets`), beside the store's size. The notes also give the bytes with
+#      both digests sent.
 #
 # The stores take a while to build (gen_records | flk-wal append, flk-rebuild-dedup,
 # then flk-rebuild-dedup --in-place of a WAL of the conflicting records into a copy),
@@ -357,11 +358,12 @@ fi
 # 2) digest: time beside a dump of the columns it hashes; size; bytes to exchange.
 #
 # Exchange = one digest (a region sends its own; the other compares it with its store,
-# `compare A --store URL`, and never sends its digest) + the rows of the differing
-# buckets, as a remote `scan --buckets @differing` would fetch them: differing buckets
-# × (the rows' bytes of the whole store / buckets), the rows' bytes being the eight
-# columns at their length (see ensure_stores). Goal: <= 1% of the store's size. With
-# both digests sent (each region sends its own), for comparison: in the notes.
+# `compare A --store URL`, and never sends its digest) + the extract of the first
+# store's rows in the differing buckets (`flk-diverge extract`: a SQLite store file,
+# measured), which the other region scans against its own. Goal: <= 1% of the store's
+# size. With both digests sent (each region sends its own), for comparison: in the notes;
+# the rows' bytes alone (differing buckets × the eight columns at their length / buckets,
+# see ensure_stores) too.
 row_bytes=$(field_of "$dir/stamp" row_bytes)
 bucket_counts=("$default_buckets")
 [ "$big_buckets" = "$default_buckets" ] || bucket_counts+=("$big_buckets")
@@ -418,10 +420,17 @@ for nb in "${bucket_counts[@]}"; do
   [ "$rc" = 1 ] || die "flk-diverge compare --store exited $rc, expected 1 (buckets differ)"
   cmp -s "$work/differ-$nb" "$work/differ-store-$nb" ||
     die "compare A --store B named other buckets than compare A B ($work/differ-store-$nb, $work/differ-$nb)"
+  # The first region extracts the rows of those buckets (a SQLite store file: what it
+  # sends back), the second scans them against its own store.
+  rm -f "$work/a-$nb.extract"
+  t=$EPOCHREALTIME
+  "$flk_diverge" --config "$cfg" extract --store "sqlite://$dir/a.db" --buckets "@$work/differ-$nb" \
+    --bucket-count "$nb" --output "$work/a-$nb.extract" >"$work/extract-$nb.json"
+  extract_t=$(since "$t")
   rc=0
   t=$EPOCHREALTIME
   "$flk_diverge" --config "$cfg" -v scan --buckets "@$work/differ-$nb" --bucket-count "$nb" \
-    --store "$region_a=sqlite://$dir/a.db" --store "$region_b=sqlite://$dir/b.db" --no-worm \
+    --store "$region_a=sqlite://$work/a-$nb.extract" --store "$region_b=sqlite://$dir/b.db" --no-worm \
     >"$work/bfindings-$nb" 2>"$work/bfindings-$nb.err" || rc=$?
   bscan_t=$(since "$t")
   [ "$rc" = 1 ] || { cat "$work/bfindings-$nb.err" >&2; die "scan --buckets exited $rc, expected 1"; }
@@ -429,13 +438,15 @@ for nb in "${bucket_counts[@]}"; do
 
   a_dg=$(stat -c %s "$work/a-$nb.digest")
   b_dg=$(stat -c %s "$work/b-$nb.digest")
+  x_bytes=$(stat -c %s "$work/a-$nb.extract")
+  x_records=$(json_field "$work/extract-$nb.json" records)
   per_bucket=$(calc "$row_bytes / $nb")
   rows_bytes=$(icalc "$differ * $row_bytes / $nb")
-  exchange=$(icalc "$a_dg + $rows_bytes")
+  exchange=$(icalc "$a_dg + $x_bytes")
   pct=$(calc "100 * $exchange / $a_bytes")
-  exchange_both=$(icalc "$a_dg + $b_dg + $rows_bytes")
+  exchange_both=$(icalc "$a_dg + $b_dg + $x_bytes")
   pct_both=$(calc "100 * $exchange_both / $a_bytes")
-  both_notes+=("$nb buckets: $(human "$a_dg") + $(human "$b_dg") + $(human "$rows_bytes") = $(human "$exchange_both") B = $(fmt2 "$pct_both")%")
+  both_notes+=("$nb buckets: $(human "$a_dg") + $(human "$b_dg") + $(human "$x_bytes") = $(human "$exchange_both") B = $(fmt2 "$pct_both")%")
   if [ -z "$only" ]; then
     ft=$(median ${dg_s[$nb]})
     bt=$(median ${dgb_s[$nb]})
@@ -448,12 +459,13 @@ for nb in "${bucket_counts[@]}"; do
     row "digest, $nb buckets (rec/s)" "$(human "$(calc "$records / $ft")")" "$(human "$(calc "$records / $bt")")" \
       "$(fmt2 "$dr")" "s: $(fmt2 "$ft")/$(fmt2 "$bt"); digest $(human "$a_dg") B = $(fmt2 "$(calc "100 * $a_dg / $a_bytes")")% of the store ($(human "$a_bytes") B); max RSS $(fmt2 "$(calc "$drss / 1024")") MiB"
   fi
-  printf '{"figure":"diverge.exchange_%s","unit":"bytes","flk":%s,"baseline":%s,"baseline_name":"the store (a.db)","ratio":%s,"goal":"<= 1%% of the store","percent_of_store":%s,"records":%s,"conflicts":%s,"buckets":%s,"digest_bytes":[%s,%s],"digests_sent":1,"exchange_both_digests":%s,"percent_of_store_both_digests":%s,"differing_buckets":%s,"row_bytes":%s,"bucket_row_bytes":%s,"differing_rows_bytes":%s,"sorted_dump_bytes":%s,"scan_buckets_seconds":%s,%s}\n' \
+  printf '{"figure":"diverge.exchange_%s","unit":"bytes","flk":%s,"baseline":%s,"baseline_name":"the store (a.db)","ratio":%s,"goal":"<= 1%% of the store","percent_of_store":%s,"records":%s,"conflicts":%s,"buckets":%s,"digest_bytes":[%s,%s],"digests_sent":1,"exchange_both_digests":%s,"percent_of_store_both_digests":%s,"differing_buckets":%s,"extract_bytes":%s,"extract_records":%s,"extract_seconds":%s,"row_bytes":%s,"bucket_row_bytes":%s,"differing_rows_bytes_model":%s,"sorted_dump_bytes":%s,"scan_buckets_seconds":%s,%s}\n' \
     "$nb" "$exchange" "$a_bytes" "$(calc "$a_bytes / $exchange")" "$pct" "$records" "$conflicts" "$nb" "$a_dg" "$b_dg" \
-    "$exchange_both" "$pct_both" "$differ" "$row_bytes" "$per_bucket" "$rows_bytes" "$dump_bytes" "$bscan_t" "$common" \
+    "$exchange_both" "$pct_both" "$differ" "$x_bytes" "$x_records" "$extract_t" "$row_bytes" "$per_bucket" "$rows_bytes" \
+    "$dump_bytes" "$bscan_t" "$common" \
     >>"$work/results.tmp"
   row "exchange, $nb buckets (B)" "$(human "$exchange")" "$(human "$a_bytes")" "$(fmt2 "$(calc "$a_bytes / $exchange")")" \
-    "$(fmt2 "$pct")% of the store, goal <= 1%: one digest $(human "$a_dg") + $differ differing buckets x $(human "$per_bucket") B of rows = $(human "$rows_bytes"); both digests: $(fmt2 "$pct_both")%; scan --buckets $(fmt2 "$bscan_t") s"
+    "$(fmt2 "$pct")% of the store, goal <= 1%: one digest $(human "$a_dg") + the extract of $differ differing buckets $(human "$x_bytes") ($(human "$x_records") records, $(fmt2 "$extract_t") s; the rows' bytes alone: $(human "$rows_bytes")); both digests: $(fmt2 "$pct_both")%; scan --buckets of the extract $(fmt2 "$bscan_t") s"
 done
 
 load_end=$(cut -d ' ' -f 1-3 /proc/loadavg)
@@ -483,10 +495,12 @@ fi
 cat <<EOF
 Exchange = one digest (the first store's, as sent: the receiving region compares it with
 its own store, 'compare A --store URL' — checked to name the same buckets as comparing
-the two digests — and sends no digest back) + differing buckets x the average bytes of a
-bucket's rows, i.e. the rows a remote 'scan --buckets @differing' would fetch: the eight
-columns of 'records' at their length (integers 8 bytes), $(human "$row_bytes") B for the
-whole store, divided by the bucket count. Protocol overhead is not counted.
+the two digests — and sends no digest back) + the file 'flk-diverge extract' writes of the
+first store's rows in the differing buckets (a SQLite store, sent back uncompressed),
+which the receiving region scans with 'scan --buckets' against its own store (checked: it
+finds exactly the planted conflicts). "The rows' bytes alone" = differing buckets x the
+eight columns of 'records' at their length ($(human "$row_bytes") B for the whole store) /
+buckets. Protocol overhead is not counted.
 With both digests sent (each region its own), of the store's $(human "$a_bytes") B:
 $(printf '  %s\n' "${both_notes[@]}")
 Goals: scan >= 3x the baseline, memory independent of the stores' size; exchange <= 1% of

@@ -130,6 +130,18 @@ int main(int argc, char** argv) {
   compare->add_option("--store", compare_store, "compare A with this store's digest (made with A's bucket count)")
       ->type_name("URL");
 
+  std::string extract_store;
+  CLI::App* extract = app.add_subcommand(
+      "extract", "copy the records of some buckets into a new SQLite store file, for a peer to compare with its own");
+  extract->add_option("--store", extract_store, "the store (default: dedup.url)")->type_name("URL");
+  extract->add_option("--buckets", buckets_arg, "the buckets: N,N,… or @FILE (the output of compare)")
+      ->type_name("LIST")
+      ->required();
+  extract->add_option("--bucket-count", bucket_count, "how many buckets the list refers to (default 65536)")
+      ->type_name("N")
+      ->check(CLI::Range(1u, dv::kMaxBuckets));
+  extract->add_option("--output", output, "the new store file (must not exist)")->type_name("FILE")->required();
+
   CLI::App* verify_log = app.add_subcommand("verify-log", "check the WORM ledger's hash chain");
   verify_log->add_option("file", worm, "the ledger (default: paths.worm)")->type_name("FILE");
   verify_log->add_option("--head", head, "also check that the ledger still holds this head (SEQ:HEX, kept elsewhere)")
@@ -172,6 +184,22 @@ int main(int argc, char** argv) {
       if (output.empty()) flk::wal::write_out(stdout, bytes);
       else flk::fs::write_file_atomic(output, bytes);
       tool.info(fmt::format("{} records in {} buckets", d.records, d.buckets));
+      return 0;
+    }
+
+    if (*extract) {
+      std::vector<uint32_t> list = dv::parse_bucket_list(buckets_arg, bucket_count);
+      auto s = flk::store::open(extract_store.empty() ? cfg.dedup.url : extract_store);
+      dv::Extract x = dv::extract_buckets(*s, list, bucket_count, output);
+      std::string line;
+      flk::json::Object j(line);
+      j.str("output", output).unum("buckets", list.size()).unum("bucket_count", bucket_count);
+      j.unum("records", x.records).unum("evidence", x.evidence).unum("bytes", x.bytes);
+      j.close();
+      out(line);
+      tool.info(fmt::format("{} records and {} evidence rows of {} buckets (of {}) in '{}', {} bytes; compare them "
+                            "with scan --buckets and this same list and --bucket-count",
+                            x.records, x.evidence, list.size(), bucket_count, output, x.bytes));
       return 0;
     }
 

@@ -255,6 +255,46 @@ missing west-000042" "findings"
   assert_status 1
   assert_equal "$(kinds)" "$(printf 'conflict %s\n' "${ids[@]}" | sort)" "findings in the differing buckets"
 
+  # Over a WAN: B extracts its rows of those buckets (winners and evidence) into a store
+  # file of its own, A scans and plans with it — the same findings and the same plan as
+  # with B's store itself; the file is a fraction of the store and appears whole.
+  run --separate-stderr flk-diverge extract --store "sqlite://$d/b/dedup.db" --buckets "@$d/buckets" \
+    --output "$d/b.extract"
+  assert_status 0
+  local want_records xsize
+  want_records=$(jq -s 'map(.b_count) | add' "$d/buckets")
+  xsize=$(stat -c %s "$d/b.extract")
+  jq -e --argjson r "$want_records" --argjson nb "$nb" --argjson bytes "$xsize" \
+    '.records == $r and .evidence == 20 and .buckets == $nb and .bucket_count == 65536 and .bytes == $bytes' <<<"$output"
+  ((xsize * 100 < ssize))
+  assert_equal "$(find "$d" -maxdepth 1 -name '.b.extract*')" "" "temporary files left by extract"
+  run --separate-stderr flk-diverge scan --no-worm --store "$EAST=sqlite://$d/a/dedup.db" \
+    --store "$WEST=sqlite://$d/b.extract" --buckets "@$d/buckets"
+  assert_status 1
+  assert_equal "$(kinds)" "$(printf 'conflict %s\n' "${ids[@]}" | sort)" "findings against the extract"
+  local plan_store
+  run --separate-stderr flk-diverge reconcile --no-worm --store "$EAST=sqlite://$d/a/dedup.db" \
+    --store "$WEST=sqlite://$d/b/dedup.db" --buckets "@$d/buckets"
+  assert_status 1
+  plan_store=$output
+  [ "$(wc -l <<<"$plan_store")" = 10 ]
+  run --separate-stderr flk-diverge reconcile --no-worm --store "$EAST=sqlite://$d/a/dedup.db" \
+    --store "$WEST=sqlite://$d/b.extract" --buckets "@$d/buckets"
+  assert_status 1
+  assert_equal "$(sed "s|$d/b.extract|STORE|g" <<<"$output")" "$(sed "s|$d/b/dedup.db|STORE|g" <<<"$plan_store")" \
+    "reconcile's plan with the extract (expected: with the store)"
+  # Never over an existing file; the list must be of the bucket count given.
+  run --separate-stderr flk-diverge extract --store "sqlite://$d/b/dedup.db" --buckets "@$d/buckets" \
+    --output "$d/b.extract"
+  assert_status 73
+  assert_equal "$stderr" "flk-diverge: error: cannot create extract '$d/b.extract': '$d/b.extract' exists (remove it, or name another file)"
+  assert_equal "$(stat -c %s "$d/b.extract")" "$xsize" "the extract after a refused second one"
+  run --separate-stderr flk-diverge extract --store "sqlite://$d/b/dedup.db" --buckets "@$d/buckets4096" \
+    --output "$d/c.extract"
+  assert_status 64
+  [[ $stderr == *"made with 4096 buckets, not 65536"* ]]
+  [ ! -e "$d/c.extract" ]
+
   # Equal stores: equal digests, compare exits 0.
   flk-diverge digest --store "sqlite://$d/a/dedup.db" --region $EAST --output "$d/a2.digest"
   run flk-diverge compare "$d/a.digest" "$d/a2.digest"

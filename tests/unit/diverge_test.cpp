@@ -426,3 +426,73 @@ TEST_CASE("digest: bucket lists from the command line and from compare's output"
   CHECK(parse_bucket_list("@" + (dir / "l").string(), 10) == std::vector<uint32_t>{2, 7});
   CHECK_THROWS_AS(parse_bucket_list("@" + (dir / "l").string(), 20), Error);  // made with 10 buckets
 }
+
+TEST_CASE("extract: the winners and evidence of some buckets, from every back end, into a new SQLite store file") {
+  flk::test::TempDir dir;
+  constexpr uint32_t kBuckets = 64;
+  const std::vector<uint32_t> list = {0, 5, 17, 40, 63};
+  auto wanted = [&](std::string_view id) {
+    return std::binary_search(list.begin(), list.end(), bucket_of(id, kBuckets));
+  };
+  int n = 0;
+  for (const auto& [name, url] : flk::test::store_urls(dir.path())) {
+    CAPTURE(name);
+    auto from = store::open(url);
+    std::vector<Record> recs;
+    for (int i = 0; i < 2000; ++i) recs.push_back(flk::test::make_record(i));
+    from->apply(recs, nullptr);
+    // Earlier writes with another outcome for every 50th: conflicts, with evidence.
+    std::vector<Record> earlier;
+    for (int i = 0; i < 2000; i += 50) {
+      Record r = flk::test::make_record(i, "eu-west-1", Outcome::rejected);
+      r.ts -= 1'000'000;
+      earlier.push_back(r);
+    }
+    from->apply(earlier, nullptr);
+
+    std::vector<store::Stored> want_rows;
+    from->scan([&](const store::Stored& s) {
+      if (wanted(s.record.pcs_id)) want_rows.push_back(s);
+    });
+    std::vector<store::Evidence> want_evidence;
+    from->scan_evidence([&](const store::Evidence& e) {
+      if (wanted(e.record.pcs_id)) want_evidence.push_back(e);
+    });
+    REQUIRE(want_rows.size() > 50);
+    REQUIRE(!want_evidence.empty());
+
+    auto out = dir / ("x" + std::to_string(++n) + ".db");
+    Extract x = extract_buckets(*from, list, kBuckets, out);
+    CHECK(x.records == want_rows.size());
+    CHECK(x.evidence == want_evidence.size());
+    CHECK(x.bytes == std::filesystem::file_size(out));
+    CHECK(!std::filesystem::exists(out.string() + "-wal"));
+    auto copy = store::open("sqlite://" + out.string());
+    std::vector<store::Stored> got_rows;
+    copy->scan([&](const store::Stored& s) { got_rows.push_back(s); });
+    std::vector<store::Evidence> got_evidence;
+    copy->scan_evidence([&](const store::Evidence& e) { got_evidence.push_back(e); });
+    REQUIRE(got_rows.size() == want_rows.size());
+    for (size_t i = 0; i < got_rows.size(); ++i) {
+      CHECK(got_rows[i].record == want_rows[i].record);
+      CHECK(got_rows[i].digest == want_rows[i].digest);
+    }
+    REQUIRE(got_evidence.size() == want_evidence.size());
+    for (size_t i = 0; i < got_evidence.size(); ++i) {
+      CHECK(got_evidence[i].record == want_evidence[i].record);
+      CHECK(got_evidence[i].digest == want_evidence[i].digest);
+    }
+    copy.reset();
+
+    // Never over an existing file, which stays as it was; nothing left beside it.
+    try {
+      extract_buckets(*from, {1}, kBuckets, out);
+      FAIL("extracted over an existing file");
+    } catch (const Error& e) {
+      CHECK(e.code() == Code::cant_create);
+    }
+    CHECK(std::filesystem::file_size(out) == x.bytes);
+    for (const auto& entry : std::filesystem::directory_iterator(dir.path()))
+      CHECK_MESSAGE(entry.path().filename().string().find(".extract-") == std::string::npos, entry.path());
+  }
+}

@@ -2,7 +2,12 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cerrno>
 #include <cstring>
+#include <span>
+
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -202,6 +207,77 @@ std::vector<uint32_t> compare(const Digest& a, const Digest& b) {
   for (uint32_t i = 0; i < a.buckets; ++i)
     if (!(a.b[i] == b.b[i])) out.push_back(i);
   return out;
+}
+
+Extract extract_buckets(store::Store& from, const std::vector<uint32_t>& buckets, uint32_t bucket_count,
+                        const std::filesystem::path& output) {
+  namespace stdfs = std::filesystem;
+  const stdfs::path out = stdfs::absolute(output);
+  std::error_code ec;
+  for (const char* suffix : {"", "-wal", "-journal"})
+    if (stdfs::exists(out.string() + suffix, ec))
+      fail(Code::cant_create, "cannot create extract '{}': '{}' exists (remove it, or name another file)",
+           output.string(), out.string() + suffix);
+  std::vector<char> wanted(bucket_count);
+  for (uint32_t b : buckets) {
+    if (b >= bucket_count) fail(Code::usage, "--buckets: bucket {} is not below {}", b, bucket_count);
+    wanted[b] = 1;
+  }
+  auto in = [&](std::string_view pcs_id) { return wanted[bucket_of(pcs_id, bucket_count)] != 0; };
+
+  // The pcs_ids first (a scan of the keys only, to its end: a back end's cursor may use
+  // the connection on a thread of its own), then their rows and evidence, looked up.
+  std::vector<std::string> ids;
+  {
+    auto cur = from.ids();
+    std::string_view id;
+    Outcome o;
+    while (cur->next(id, o))
+      if (in(id)) ids.emplace_back(id);
+  }
+  std::vector<store::Stored> rows;
+  std::vector<store::Evidence> evidence;
+  constexpr size_t kChunk = 4096;
+  for (size_t i = 0; i < ids.size(); i += kChunk) {
+    std::span<const std::string> chunk(ids.data() + i, std::min(kChunk, ids.size() - i));
+    for (auto& s : from.lookup(chunk)) rows.push_back(std::move(s));
+    for (auto& e : from.evidence(chunk)) evidence.push_back(std::move(e));
+  }
+
+  // Built under a name of its own beside the output, closed (SQLite checkpoints its WAL
+  // into the file and removes it), synced, renamed, the directory synced.
+  fs::make_dirs(out.parent_path());
+  const stdfs::path temp = out.parent_path() / fmt::format(".{}.extract-{}", out.filename().string(), ::getpid());
+  struct Remove {  // the temporary store and its -wal and -shm files, unless renamed
+    stdfs::path p;
+    bool keep = false;
+    ~Remove() {
+      if (keep) return;
+      std::error_code e;
+      for (const char* suffix : {"", "-wal", "-shm", "-journal"}) stdfs::remove(p.string() + suffix, e);
+    }
+  } remove{temp};
+  {
+    std::unique_ptr<store::Store> to = store::open("sqlite://" + temp.string());
+    size_t i = 0;
+    to->bulk_load(
+        [&](store::Stored& s) {
+          if (i == rows.size()) return false;
+          s = std::move(rows[i++]);
+          return true;
+        },
+        evidence);
+  }
+  fs::Fd::open(temp.string(), O_RDONLY).sync();
+  if (::rename(temp.c_str(), out.c_str()) != 0)
+    throw sys_error("cannot rename the extract into place", out.string(), errno, Code::cant_create);
+  remove.keep = true;
+  fs::sync_dir(out.parent_path());
+  Extract x;
+  x.records = rows.size();
+  x.evidence = evidence.size();
+  x.bytes = stdfs::file_size(out);
+  return x;
 }
 
 std::vector<uint32_t> parse_bucket_list(std::string_view arg, uint32_t buckets) {

@@ -73,6 +73,23 @@ Digest read_digest(const std::filesystem::path& file);  // "-": standard input
 // have different bucket counts.
 std::vector<uint32_t> compare(const Digest& a, const Digest& b);
 
+// What extract_buckets() wrote.
+struct Extract {
+  uint64_t records = 0;   // stored winners copied
+  uint64_t evidence = 0;  // evidence rows copied
+  uint64_t bytes = 0;     // the size of the file written
+};
+
+// Copies the stored winners and the evidence of the pcs_ids in `buckets` (of
+// bucket_count) from a store into a new SQLite store file at `output`: what a region
+// sends a peer after `compare`, so that the peer scans (or reconciles) those buckets
+// against its own store — the rows of the buckets cross the WAN, not the store. The
+// file appears whole or not at all (built beside it under a temporary name, synced,
+// renamed, the directory synced). Error(cant_create) when `output` exists. Memory: the
+// rows copied (the buckets' share of the store), not the store.
+Extract extract_buckets(store::Store& from, const std::vector<uint32_t>& buckets, uint32_t bucket_count,
+                        const std::filesystem::path& output);
+
 // Parses --buckets: "1,5,9" or "@FILE" (each line a bucket number, or a JSON object
 // with a "bucket" member: compare's output). Throws Error(usage) naming the bad item.
 std::vector<uint32_t> parse_bucket_list(std::string_view arg, uint32_t buckets);

@@ -589,7 +589,10 @@ class SqliteStore final : public Store {
     // statement for all of them; the rest one by one. Every parameter is bound each
     // time: no clearing needed.
     Stmt many(db_, insert_sql(kBulkRows).c_str());
-    Writeback writeback(db_.path());
+    // Only for a scratch store (no WAL, nobody else): closing any descriptor of a file
+    // drops every POSIX lock the process holds on it, SQLite's included.
+    std::optional<Writeback> writeback;
+    if (scratch_) writeback.emplace(db_.path());
     size_t batches = 0;
     std::vector<Stored> rows(kBulkRows);
     bool first = true;
@@ -603,7 +606,7 @@ class SqliteStore final : public Store {
       for (size_t i = 0; i < n; ++i) bind_record(many, rows[i].record, rows[i].digest, static_cast<int>(i * 8));
       many.run();
       n = 0;
-      if (scratch_ && ++batches % 256 == 0) writeback.start();
+      if (writeback && ++batches % 256 == 0) writeback->start();
     }
     for (size_t i = 0; i < n; ++i) {
       bind_record(insert_, rows[i].record, rows[i].digest);
