@@ -304,7 +304,9 @@ size_t encoded_size(const Record& r) {
   return n;
 }
 
-void encode_record(std::string& out, const Record& r) {
+void encode_record(std::string& out, const Record& r) { encode_record(out, view_of(r)); }
+
+void encode_record(std::string& out, const RecordView& r) {
   uint8_t flags = (r.params ? 1 : 0) | (r.payload ? 2 : 0);
   out += static_cast<char>(kRecordVersion);
   out += static_cast<char>(flags);
@@ -392,7 +394,21 @@ void to_record(const RecordView& v, Record& out) {
   assign(out.payload, v.payload);
 }
 
-hash::Digest record_digest(const Record& r) {
+RecordView view_of(const Record& r) {
+  RecordView v;
+  v.outcome = r.outcome;
+  v.ts = r.ts;
+  v.region = r.region;
+  v.pcs_id = r.pcs_id;
+  v.tenant_id = r.tenant_id;
+  if (r.params) v.params = *r.params;
+  if (r.payload) v.payload = *r.payload;
+  return v;
+}
+
+hash::Digest record_digest(const Record& r) { return record_digest(view_of(r)); }
+
+hash::Digest record_digest(const RecordView& r) {
   thread_local std::string buf;  // reused: no allocation per record on the hot paths
   buf.clear();
   encode_record(buf, r);

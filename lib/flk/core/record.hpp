@@ -76,6 +76,8 @@ void append_record_json(std::string& out, const Record& r);
 
 // Canonical binary encoding.
 void encode_record(std::string& out, const Record& r);
+struct RecordView;
+void encode_record(std::string& out, const RecordView& r);
 size_t encoded_size(const Record& r);
 // A record's fields viewed in its encoding (valid while the bytes are).
 struct RecordView {
@@ -97,8 +99,11 @@ RecordView view_validated(std::string_view bytes);
 // buffers.
 Record to_record(const RecordView& v);
 void to_record(const RecordView& v, Record& out);
+// A view of a Record's fields (valid while it is, unchanged).
+RecordView view_of(const Record& r);
 
 hash::Digest record_digest(const Record& r);
+hash::Digest record_digest(const RecordView& r);
 
 // True when a is the first write relative to b: (ts, region, digest) ascending.
 bool first_write_before(const Record& a, const hash::Digest& da, const Record& b, const hash::Digest& db);

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
+#include <memory>
 #include <thread>
 
 #include <fmt/format.h>
@@ -59,12 +61,31 @@ bool Reader::verify_segment(const transport::Address& a, const stdfs::path& file
   wal::Header h;
   hash::Sha256 sha;
   try {
+    std::error_code ec;
+    const uint64_t capacity = stdfs::file_size(file, ec);
+    if (ec) throw sys_error("cannot read", file.string(), ec.value());
+    v.fields = std::make_unique_for_overwrite<char[]>(capacity);
+    uint64_t used = 0;
+    auto keep = [&](std::string_view s) {
+      if (s.size() > capacity - used) fail(Code::internal, "{}: its records' fields outgrow the file", what);
+      char* p = v.fields.get() + used;
+      std::memcpy(p, s.data(), s.size());
+      used += s.size();
+      return std::string_view(p, s.size());
+    };
     // Each record's digest is taken here, from the encoding the segment holds, so that
     // the apply (on its own thread) does not encode and hash every record again.
     wal::read_segment_views(
         file, true,
         [&](const RecordView& r, std::string_view encoding) {
-          to_record(r, v.records.emplace_back());
+          RecordView& k = v.records.emplace_back();
+          k.outcome = r.outcome;
+          k.ts = r.ts;
+          k.region = keep(r.region);
+          k.pcs_id = keep(r.pcs_id);
+          k.tenant_id = keep(r.tenant_id);
+          if (r.params) k.params = keep(*r.params);
+          if (r.payload) k.payload = keep(*r.payload);
           v.digests.push_back(hash::sha256(encoding));
         },
         [&](const wal::Header& hh) { h = hh; }, &sha);

@@ -119,7 +119,11 @@ class Reader {
   static constexpr size_t kStepRecords = 16384;
   struct Verified {
     transport::Address address;
-    std::vector<Record> records;
+    // The records, viewing their fields in `fields`: one buffer a segment, as large as
+    // its file (the fields of its records are less), allocated once and never moved, in
+    // place of heap strings for every field of every record.
+    std::unique_ptr<char[]> fields;
+    std::vector<RecordView> records;
     std::vector<hash::Digest> digests;  // one per record: record_digest, from its encoding
     store::Watermark watermark;
     hash::Digest sha256{};

@@ -61,7 +61,7 @@ class Stmt {
     check(sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC));
     return *this;
   }
-  Stmt& opt_text(int i, const std::optional<std::string>& v) {
+  Stmt& opt_text(int i, const std::optional<std::string_view>& v) {
     if (v) return text(i, *v);
     check(sqlite3_bind_null(s_, i));
     return *this;
@@ -229,8 +229,8 @@ Evidence read_evidence(const Stmt& s) {
 }
 
 // Binds a record to parameters at+1 … at+8 (kRecordColumns' order). The values are not
-// copied (SQLITE_STATIC): `r` and `d` must outlive the statement's run.
-void bind_record(Stmt& s, const Record& r, const hash::Digest& d, int at = 0) {
+// copied (SQLITE_STATIC): the bytes `r` views and `d` must outlive the statement's run.
+void bind_record(Stmt& s, const RecordView& r, const hash::Digest& d, int at = 0) {
   s.text(at + 1, r.pcs_id)
       .text(at + 2, r.tenant_id)
       .i64(at + 3, static_cast<int64_t>(r.outcome))
@@ -293,8 +293,11 @@ class SqliteStore final : public Store {
   // plan()'s over the whole batch: pcs_ids are independent, and a pcs_id's records keep
   // their order.
   ApplyStats apply(std::span<const Record> records, const Watermark* advance) override {
+    std::vector<RecordView> views;
+    views.reserve(records.size());
+    for (const Record& r : records) views.push_back(view_of(r));
     Tx tx(*this);
-    ApplyStats stats = apply_in_tx(records, advance, {});
+    ApplyStats stats = apply_in_tx(views, advance, {});
     tx.commit();
     return stats;
   }
@@ -328,7 +331,7 @@ class SqliteStore final : public Store {
     return out;
   }
 
-  ApplyStats apply_in_tx(std::span<const Record> records, const Watermark* advance,
+  ApplyStats apply_in_tx(std::span<const RecordView> records, const Watermark* advance,
                          std::span<const hash::Digest> digests) {
     // Sorted by (the first 8 bytes of the pcs_id, big-endian, then the rest, then the
     // position): the prefix decides most comparisons without touching the strings.
@@ -338,7 +341,7 @@ class SqliteStore final : public Store {
     };
     std::vector<Key> keys(records.size());
     for (uint32_t i = 0; i < keys.size(); ++i) {
-      const std::string& id = records[i].pcs_id;
+      const std::string_view id = records[i].pcs_id;
       uint64_t p = 0;
       for (size_t b = 0; b < 8; ++b) p = (p << 8) | (b < id.size() ? static_cast<uint8_t>(id[b]) : 0);
       keys[i] = {p, i};
@@ -359,12 +362,12 @@ class SqliteStore final : public Store {
     std::vector<Record> group;
     auto by_plan = [&](size_t i, size_t j) {
       group.clear();
-      for (size_t k = i; k < j; ++k) group.push_back(records[order[k]]);
+      for (size_t k = i; k < j; ++k) group.push_back(to_record(records[order[k]]));
       std::unordered_map<std::string, Stored> current;
       if (auto st = get(group.front().pcs_id)) current.emplace(group.front().pcs_id, std::move(*st));
       Plan p = plan(group, current, now);
       for (const Stored& up : p.upserts) {
-        bind_record(put_, up.record, up.digest);
+        bind_record(put_, view_of(up.record), up.digest);
         put_.run();
         put_.reset();
       }
@@ -420,7 +423,7 @@ class SqliteStore final : public Store {
       single.clear();
     };
     for (size_t i = 0; i < order.size();) {
-      const Record& first = records[order[i]];
+      const RecordView& first = records[order[i]];
       size_t j = i + 1;
       while (j < order.size() && records[order[j]].pcs_id == first.pcs_id) ++j;
       if (j == i + 1) {
@@ -603,13 +606,13 @@ class SqliteStore final : public Store {
       if (!first && id <= last) fail(Code::internal, "store '{}': bulk load out of order at '{}'", db_.url(), id);
       first = false;
       if (++n < kBulkRows) continue;
-      for (size_t i = 0; i < n; ++i) bind_record(many, rows[i].record, rows[i].digest, static_cast<int>(i * 8));
+      for (size_t i = 0; i < n; ++i) bind_record(many, view_of(rows[i].record), rows[i].digest, static_cast<int>(i * 8));
       many.run();
       n = 0;
       if (writeback && ++batches % 256 == 0) writeback->start();
     }
     for (size_t i = 0; i < n; ++i) {
-      bind_record(insert_, rows[i].record, rows[i].digest);
+      bind_record(insert_, view_of(rows[i].record), rows[i].digest);
       insert_.run();
     }
     add_evidence(evidence);
@@ -736,7 +739,7 @@ class SqliteStore final : public Store {
 
   void add_evidence(std::span<const Evidence> ev) {
     for (const Evidence& e : ev) {
-      bind_record(evidence_, e.record, e.digest);
+      bind_record(evidence_, view_of(e.record), e.digest);
       evidence_.i64(9, e.detected_at);
       evidence_.run();
       evidence_.reset();

@@ -143,7 +143,12 @@ std::unique_ptr<Store::IdCursor> Store::ids(std::string from, std::string to) {
 
 std::vector<ApplyStats> Store::apply_all(std::span<const Batch> batches) {
   std::vector<ApplyStats> out;
-  for (const Batch& b : batches) out.push_back(apply(b.records, b.advance));
+  std::vector<Record> records;
+  for (const Batch& b : batches) {
+    records.clear();
+    for (const RecordView& v : b.records) records.push_back(to_record(v));
+    out.push_back(apply(records, b.advance));
+  }
   return out;
 }
 

@@ -91,9 +91,10 @@ class Store {
   // A back end may commit them together (SQLite: one transaction, so that a page the
   // batches share is written once, not once per batch); after a crash, a prefix of the
   // batches is visible, each with its watermark, as if applied one by one. The default
-  // applies them one by one.
+  // applies them one by one. The records are views (a reader keeps a segment's fields
+  // in one buffer, not a Record of heap strings each), valid for the call.
   struct Batch {
-    std::span<const Record> records;
+    std::span<const RecordView> records;
     const Watermark* advance = nullptr;
     // The records' digests (record_digest), when the caller has them already (a reader
     // hashes each record's encoding as it verifies it, on another thread): empty, or one
