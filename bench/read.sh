@@ -20,8 +20,12 @@
 #      segment minus the record's ts (bench/lag_stats). There is no same-run baseline for
 #      a lag: the reference is the seed's objective, 60 s.
 #   m) Peak RSS (GNU time %M) of flk-read --once replaying a backlog of
-#      FLK_BENCH_READ_BACKLOG segments of FLK_BENCH_READ_SEGMENT bytes, beside the same
-#      with the first 10 of them.
+#      FLK_BENCH_READ_BACKLOG segments of FLK_BENCH_READ_SEGMENT bytes into a fresh store,
+#      beside flk-read --once replaying only the last 10 of them into a store that holds
+#      the others already (replayed just before, untimed): both end with the same store,
+#      one was far behind, the other 10 segments. A third figure, for comparison: the
+#      first 10 segments alone into a fresh store (a small store: SQLite's page cache
+#      does not fill).
 #
 # Knobs (environment):
 #   FLK_BENCH_READ_RECORDS     records replayed in k)                     (default 1000000)
@@ -143,8 +147,14 @@ make_mailbox() {
 # (removed first, with its -wal and -shm files, and a fresh state directory), under GNU
 # time: OUT gets the JSON lines, $work/read.time "max-RSS-KiB user-s sys-s".
 read_once() {
+  rm -rf "$2" "$2-wal" "$2-shm" "$work/read-state"
+  read_more "$@"
+}
+
+# read_more MAILBOX STORE OUT: the same into the store as it is (it goes on from its
+# watermark).
+read_more() {
   local mb=$1 db=$2 out=$3
-  rm -rf "$db" "$db-wal" "$db-shm" "$work/read-state"
   "$gnu_time" -f '%M %U %S' -o "$work/read.time" "$flk_read" --config "$cfg_b" --once --from "file://$mb" \
     --store "sqlite://$db" --state-dir "$work/read-state" >"$out"
 }
@@ -305,7 +315,8 @@ if want lag; then
 fi
 
 # ---------------------------------------------------------------------------------------
-# m) Peak memory of a replay: a large backlog beside a small one, same segments.
+# m) Peak memory of a replay: a large backlog beside a small one, the same store at the
+# end; and the small one into a small store.
 if want rss; then
   seg_bytes=$(size_bytes "$rss_segment")
   per_seg=$((seg_bytes / frame_bytes)) # a little more than fits: at least FLK_BENCH_READ_BACKLOG segments
@@ -315,44 +326,56 @@ if want rss; then
   make_mailbox "$work/records.jsonl" rss --segment-bytes "$rss_segment"
   rm -f "$work/records.jsonl"
   big_segments=$segments
-  # The small backlog: hard links to the first segments and their sidecars.
+  # Hard links to segments and their sidecars: the first FIRST..LAST of the stream into a
+  # mailbox of their own.
   stream=$work/mb-rss/$source_region/$target_region
-  small=$work/mb-rss-small/$source_region/$target_region
-  mkdir -p "$small"
-  small_records=0
-  for ((k = 1; k <= small_backlog; k++)); do
-    f=$(printf '%016d.wal' "$k")
-    ln "$stream/$f" "$stream/$f.sha256" "$small/"
-  done
+  link_segments() {
+    local to=$1/$source_region/$target_region k f
+    mkdir -p "$to"
+    for ((k = $2; k <= $3; k++)); do
+      f=$(printf '%016d.wal' "$k")
+      ln "$stream/$f" "$stream/$f.sha256" "$to/"
+    done
+  }
+  link_segments "$work/mb-rss-small" 1 "$small_backlog"                 # 10 segments, into a fresh store
+  link_segments "$work/mb-rss-head" 1 $((big_segments - small_backlog)) # all but the last 10: the store before
   db=$work/rss.db
-  big_rss=() small_rss=() big_s=() small_s=()
+  big_rss=() behind_rss=() small_rss=() big_s=() behind_s=()
   floor_kib=$("$gnu_time" -f %M "$flk_read" --help 2>&1 >/dev/null | tail -n 1)
-  say "rss: $runs runs of flk-read --once of $small_backlog and of $big_segments segments"
+  say "rss: $runs runs of flk-read --once of $big_segments segments into a fresh store, of the last $small_backlog into a store holding the others, of the first $small_backlog into a fresh store"
   for ((i = 1; i <= runs; i++)); do
-    t=$EPOCHREALTIME
-    read_once "$work/mb-rss-small" "$db" "$work/rss-small.out"
-    small_s+=("$(since "$t")")
-    small_rss+=("$(tail -n 1 "$work/read.time" | awk '{ print $1 }')")
-    small_records=$(applied_of "$work/rss-small.out")
     t=$EPOCHREALTIME
     read_once "$work/mb-rss" "$db" "$work/rss-big.out"
     big_s+=("$(since "$t")")
     big_rss+=("$(tail -n 1 "$work/read.time" | awk '{ print $1 }')")
     got=$(applied_of "$work/rss-big.out")
     [ "$got" = "$n" ] || { echo "bench/read.sh: error: rss: flk-read applied $got records, expected $n" >&2; exit 1; }
-    say "  run $i: $small_backlog segs $(fmt2 "$(calc "${small_rss[-1]} / 1024")") MiB in $(fmt2 "${small_s[-1]}") s, $big_segments segs $(fmt2 "$(calc "${big_rss[-1]} / 1024")") MiB in $(fmt2 "${big_s[-1]}") s"
+    read_once "$work/mb-rss-head" "$db" "$work/rss-head.out" # untimed
+    t=$EPOCHREALTIME
+    read_more "$work/mb-rss" "$db" "$work/rss-behind.out"
+    behind_s+=("$(since "$t")")
+    behind_rss+=("$(tail -n 1 "$work/read.time" | awk '{ print $1 }')")
+    got=$(($(applied_of "$work/rss-head.out") + $(applied_of "$work/rss-behind.out")))
+    [ "$got" = "$n" ] || { echo "bench/read.sh: error: rss: flk-read applied $got records in two runs, expected $n" >&2; exit 1; }
+    [ "$(grep -c . "$work/rss-behind.out")" = "$small_backlog" ] ||
+      { echo "bench/read.sh: error: rss: the second run did not replay exactly the last $small_backlog segments" >&2; exit 1; }
+    read_once "$work/mb-rss-small" "$db" "$work/rss-small.out"
+    small_rss+=("$(tail -n 1 "$work/read.time" | awk '{ print $1 }')")
+    small_records=$(applied_of "$work/rss-small.out")
+    say "  run $i: $big_segments segs $(fmt2 "$(calc "${big_rss[-1]} / 1024")") MiB in $(fmt2 "${big_s[-1]}") s; the last $small_backlog $(fmt2 "$(calc "${behind_rss[-1]} / 1024")") MiB in $(fmt2 "${behind_s[-1]}") s; the first $small_backlog, fresh store: $(fmt2 "$(calc "${small_rss[-1]} / 1024")") MiB"
   done
   big=$(median "${big_rss[@]}")
+  behind=$(median "${behind_rss[@]}")
   sm=$(median "${small_rss[@]}")
   big_t=$(median "${big_s[@]}")
   big_rps=$(calc "$n / $big_t")
-  printf '{"figure":"max_rss.read","unit":"KiB","flk":%s,"baseline":%s,"baseline_name":"the same replay of the first %s segments","ratio":%s,"goal":"independent of the backlog","runs":%s,"segment_bytes":"%s","segments":%s,"baseline_segments":%s,"records":%s,"baseline_records":%s,"flk_samples":%s,"baseline_samples":%s,"flk_seconds":%s,"baseline_seconds":%s,"process_floor_kib":%s,%s}\n' \
-    "$big" "$sm" "$small_backlog" "$(calc "$big / $sm")" "$runs" "$rss_segment" "$big_segments" "$small_backlog" "$n" \
-    "$small_records" "$(json_array "${big_rss[@]}")" "$(json_array "${small_rss[@]}")" "$(json_array "${big_s[@]}")" \
-    "$(json_array "${small_s[@]}")" "$floor_kib" "$common" >>"$work/results.tmp"
-  row "max RSS, flk-read (MiB)" "$(fmt2 "$(calc "$big / 1024")") @$big_segments" "$(fmt2 "$(calc "$sm / 1024")") @$small_backlog" \
-    "$(fmt2 "$(calc "$big / $sm")")" "segs of $rss_segment; $big_segments segs replayed at $(human "$big_rps") rec/s; flk-read --help alone: $(fmt2 "$(calc "$floor_kib / 1024")") MiB"
-  rm -rf "$work/wal-rss" "$work/mb-rss" "$work/mb-rss-small" "$db" "$db-wal" "$db-shm"
+  printf '{"figure":"max_rss.read","unit":"KiB","flk":%s,"baseline":%s,"baseline_name":"the last %s segments, into a store holding the others","ratio":%s,"goal":"independent of the backlog","runs":%s,"segment_bytes":"%s","segments":%s,"baseline_segments":%s,"records":%s,"flk_samples":%s,"baseline_samples":%s,"flk_seconds":%s,"baseline_seconds":%s,"small_store_kib":%s,"small_store_samples":%s,"small_store_records":%s,"process_floor_kib":%s,%s}\n' \
+    "$big" "$behind" "$small_backlog" "$(calc "$big / $behind")" "$runs" "$rss_segment" "$big_segments" "$small_backlog" "$n" \
+    "$(json_array "${big_rss[@]}")" "$(json_array "${behind_rss[@]}")" "$(json_array "${big_s[@]}")" \
+    "$(json_array "${behind_s[@]}")" "$sm" "$(json_array "${small_rss[@]}")" "$small_records" "$floor_kib" "$common" >>"$work/results.tmp"
+  row "max RSS, flk-read (MiB)" "$(fmt2 "$(calc "$big / 1024")") @$big_segments" "$(fmt2 "$(calc "$behind / 1024")") @$small_backlog" \
+    "$(fmt2 "$(calc "$big / $behind")")" "segs of $rss_segment, the same store at the end; $big_segments segs replayed at $(human "$big_rps") rec/s; the first $small_backlog into a fresh (small) store: $(fmt2 "$(calc "$sm / 1024")") MiB; flk-read --help alone: $(fmt2 "$(calc "$floor_kib / 1024")") MiB"
+  rm -rf "$work/wal-rss" "$work/mb-rss" "$work/mb-rss-small" "$work/mb-rss-head" "$db" "$db-wal" "$db-shm"
 fi
 
 cat "$work/results.tmp" >>"$results"
@@ -365,9 +388,10 @@ cat <<EOF
 
 Baselines: replay = sqlite3's .import of the same rows as CSV (WAL order) into a new table
 of the store's shape, one transaction; lag = none in the same run: the reference is the
-seed's objective of 60 s (ratio = 60 s / p99); max RSS = the same replay of the first
-$small_backlog segments. ratio = baseline time / flk time (median of pairs) for the replay,
-large / small backlog for memory.
+seed's objective of 60 s (ratio = 60 s / p99); max RSS = the last $small_backlog segments only,
+into a store holding the others (the same store at the end: only the backlog differs).
+ratio = baseline time / flk time (median of pairs) for the replay, large / small backlog
+for memory.
 Goals: replay >= 3x sqlite3 .import; lag p99 <= 1 s at $lag_rate records/s; flk-read's
 memory independent of the backlog.
 JSON lines appended to: $results

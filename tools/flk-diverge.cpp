@@ -231,6 +231,7 @@ int main(int argc, char** argv) {
     std::vector<dv::RegionStore> stores = open_stores(store_args, cfg);
     std::optional<std::vector<uint32_t>> buckets;
     if (!buckets_arg.empty()) buckets = dv::parse_bucket_list(buckets_arg, bucket_count);
+    for (auto& s : stores) dv::check_extract(*s.store, s.region, buckets ? &*buckets : nullptr, bucket_count);
     dv::Expect expect = dv::Expect::from_config(cfg);
     std::optional<flk::ledger::Ledger> ledger;
     if (!no_worm && (*scan || apply)) {  // a dry run logs nothing

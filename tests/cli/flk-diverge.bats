@@ -283,6 +283,17 @@ missing west-000042" "findings"
   assert_status 1
   assert_equal "$(sed "s|$d/b.extract|STORE|g" <<<"$output")" "$(sed "s|$d/b/dedup.db|STORE|g" <<<"$plan_store")" \
     "reconcile's plan with the extract (expected: with the store)"
+  # Compared over other buckets, or all, an extract would make every pcs_id it does not
+  # hold missing: refused.
+  run --separate-stderr flk-diverge scan --no-worm --store "$EAST=sqlite://$d/a/dedup.db" \
+    --store "$WEST=sqlite://$d/b.extract"
+  assert_status 64
+  assert_equal "$stderr" "flk-diverge: error: region '$WEST': store 'sqlite://$d/b.extract' is an extract of $nb buckets (of 65536): compare it only over those, with --buckets (the list it was made from) and --bucket-count 65536"
+  run --separate-stderr flk-diverge reconcile --apply --no-worm --store "$EAST=sqlite://$d/a/dedup.db" \
+    --store "$WEST=sqlite://$d/b.extract" --buckets "@$d/buckets4096" --bucket-count 4096
+  assert_status 64
+  [[ $stderr == *"is an extract of $nb buckets"* ]]
+
   # Never over an existing file; the list must be of the bucket count given.
   run --separate-stderr flk-diverge extract --store "sqlite://$d/b/dedup.db" --buckets "@$d/buckets" \
     --output "$d/b.extract"

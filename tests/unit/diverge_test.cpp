@@ -482,6 +482,20 @@ TEST_CASE("extract: the winners and evidence of some buckets, from every back en
       CHECK(got_evidence[i].record == want_evidence[i].record);
       CHECK(got_evidence[i].digest == want_evidence[i].digest);
     }
+    // Marked with its buckets: compared only over them.
+    CHECK(copy->meta("extract") == extract_mark(list, kBuckets));
+    CHECK_NOTHROW(check_extract(*copy, "x", &list, kBuckets));
+    for (const std::vector<uint32_t>& other : {std::vector<uint32_t>{0, 5, 17, 40}, std::vector<uint32_t>{0, 5, 17, 40, 62}}) {
+      try {
+        check_extract(*copy, "x", &other, kBuckets);
+        FAIL("another bucket list accepted");
+      } catch (const Error& e) {
+        CHECK(e.code() == Code::usage);
+      }
+    }
+    CHECK_THROWS_AS(check_extract(*copy, "x", nullptr, kBuckets), Error);
+    CHECK_THROWS_AS(check_extract(*copy, "x", &list, kBuckets * 2), Error);
+    CHECK_NOTHROW(check_extract(*from, "x", nullptr, kBuckets));  // a store, not an extract
     copy.reset();
 
     // Never over an existing file, which stays as it was; nothing left beside it.

@@ -267,6 +267,7 @@ Extract extract_buckets(store::Store& from, const std::vector<uint32_t>& buckets
           return true;
         },
         evidence);
+    to->set_meta("extract", extract_mark(buckets, bucket_count));
   }
   fs::Fd::open(temp.string(), O_RDONLY).sync();
   if (::rename(temp.c_str(), out.c_str()) != 0)
@@ -278,6 +279,36 @@ Extract extract_buckets(store::Store& from, const std::vector<uint32_t>& buckets
   x.evidence = evidence.size();
   x.bytes = stdfs::file_size(out);
   return x;
+}
+
+std::string extract_mark(std::vector<uint32_t> buckets, uint32_t bucket_count) {
+  std::sort(buckets.begin(), buckets.end());
+  buckets.erase(std::unique(buckets.begin(), buckets.end()), buckets.end());
+  std::string list;
+  for (uint32_t b : buckets) list += fmt::format("{}\n", b);
+  std::string out;
+  json::Object j(out);
+  j.unum("bucket_count", bucket_count).unum("buckets", buckets.size()).str("list_sha256", hash::to_hex(hash::sha256(list)));
+  j.close();
+  return out;
+}
+
+void check_extract(store::Store& s, std::string_view region, const std::vector<uint32_t>* buckets,
+                   uint32_t bucket_count) {
+  std::optional<std::string> mark = s.meta("extract");
+  if (!mark || (buckets && *mark == extract_mark(*buckets, bucket_count))) return;
+  uint64_t count = 0, of = 0;
+  try {
+    auto j = nlohmann::json::parse(*mark);
+    count = j.at("buckets").get<uint64_t>();
+    of = j.at("bucket_count").get<uint64_t>();
+  } catch (const nlohmann::json::exception& e) {
+    fail(Code::data, "region '{}': store '{}': a malformed extract mark: {}", region, s.url(), e.what());
+  }
+  fail(Code::usage,
+       "region '{}': store '{}' is an extract of {} buckets (of {}): compare it only over those, with --buckets "
+       "(the list it was made from) and --bucket-count {}",
+       region, s.url(), count, of, of);
 }
 
 std::vector<uint32_t> parse_bucket_list(std::string_view arg, uint32_t buckets) {

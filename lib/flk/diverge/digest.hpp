@@ -90,6 +90,16 @@ struct Extract {
 Extract extract_buckets(store::Store& from, const std::vector<uint32_t>& buckets, uint32_t bucket_count,
                         const std::filesystem::path& output);
 
+// The mark extract_buckets() leaves in the file (store meta key "extract"):
+// {"bucket_count":N,"buckets":K,"list_sha256":"…"}, the SHA-256 over the bucket numbers
+// in increasing order, each followed by a newline.
+std::string extract_mark(std::vector<uint32_t> buckets, uint32_t bucket_count);
+// Error(usage) when `s` is an extract (it has the mark) and `buckets` (null: all) and
+// bucket_count are not the list it was made from: compared over other buckets, every
+// pcs_id it does not hold would be found missing.
+void check_extract(store::Store& s, std::string_view region, const std::vector<uint32_t>* buckets,
+                   uint32_t bucket_count);
+
 // Parses --buckets: "1,5,9" or "@FILE" (each line a bucket number, or a JSON object
 // with a "bucket" member: compare's output). Throws Error(usage) naming the bad item.
 std::vector<uint32_t> parse_bucket_list(std::string_view arg, uint32_t buckets);

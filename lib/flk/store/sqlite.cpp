@@ -1,7 +1,7 @@
 // The SQLite back end: the embedded default (sqlite:///path/dedup.db).
 //
 // Schema (version store::kSchemaVersion):
-//   meta(key TEXT PRIMARY KEY, value TEXT)                     schema_version
+//   meta(key TEXT PRIMARY KEY, value TEXT)                     schema_version; extract
 //   records(pcs_id TEXT PRIMARY KEY, tenant_id, outcome, ts, region, params, payload,
 //           digest BLOB) WITHOUT ROWID                          the winners
 //   evidence(pcs_id, digest, tenant_id, outcome, ts, region, params, payload,
@@ -577,6 +577,21 @@ class SqliteStore final : public Store {
       if (auto st = get(id)) out.push_back(std::move(*st));
     tx.commit();
     return out;
+  }
+
+  std::optional<std::string> meta(std::string_view key) override {
+    Stmt s(db_, "SELECT value FROM meta WHERE key = ?1");
+    s.text(1, key);
+    if (!s.step()) return std::nullopt;
+    std::string v(s.col_text(0));
+    s.reset();
+    return v;
+  }
+  void set_meta(std::string_view key, std::string_view value) override {
+    Tx tx(*this);
+    Stmt s(db_, "INSERT OR REPLACE INTO meta(key, value) VALUES(?1, ?2)");
+    s.text(1, key).text(2, value).run();
+    tx.commit();
   }
 
   uint64_t count() override {

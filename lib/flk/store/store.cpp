@@ -141,6 +141,12 @@ std::unique_ptr<Store::IdCursor> Store::ids(std::string from, std::string to) {
   return std::make_unique<ThreadIdCursor>(*this, std::move(from), std::move(to));
 }
 
+std::optional<std::string> Store::meta(std::string_view) { return std::nullopt; }
+
+void Store::set_meta(std::string_view key, std::string_view) {
+  fail(Code::internal, "store '{}': no metadata to set '{}' in", url(), key);
+}
+
 std::vector<ApplyStats> Store::apply_all(std::span<const Batch> batches) {
   std::vector<ApplyStats> out;
   std::vector<Record> records;

@@ -164,6 +164,12 @@ class Store {
   virtual std::vector<Stored> lookup(std::span<const std::string> pcs_ids) = 0;
   virtual uint64_t count() = 0;
 
+  // A value of the store's own metadata, by key: SQLite only (its meta table); the other
+  // back ends hold none and refuse set_meta (Error internal). flk-diverge extract marks
+  // the files it writes with the buckets they hold.
+  virtual std::optional<std::string> meta(std::string_view key);
+  virtual void set_meta(std::string_view key, std::string_view value);
+
   // Loads winners into this store, which must be empty: `next` fills its argument and
   // returns true until the input ends; pcs_ids come in strictly increasing bytewise
   // order. `evidence` is read only after next() has returned false (so next may fill
