@@ -21,11 +21,11 @@
 #      a lag: the reference is the seed's objective, 60 s.
 #   m) Peak RSS (GNU time %M) of flk-read --once replaying a backlog of
 #      FLK_BENCH_READ_BACKLOG segments of FLK_BENCH_READ_SEGMENT bytes into a fresh store,
-#      beside flk-read --once replaying only the last 10 of them into a store that holds
-#      the others already (replayed just before, untimed): both end with the same store,
-#      one was far behind, the other 10 segments. A third figure, for comparison: the
-#      first 10 segments alone into a fresh store (a small store: SQLite's page cache
-#      does not fill).
+#      beside flk-read --once replaying only the last FLK_BENCH_READ_SMALL_BACKLOG of them
+#      into a store that holds the others already (replayed just before, untimed): both
+#      end with the same store, only how far behind differs. A third figure, for
+#      comparison: the first FLK_BENCH_READ_SMALL_BACKLOG segments alone into a fresh
+#      store (a small store: SQLite's page cache does not fill).
 #
 # Knobs (environment):
 #   FLK_BENCH_READ_RECORDS     records replayed in k)                     (default 1000000)
@@ -36,6 +36,10 @@
 #   FLK_BENCH_LAG_INTERVAL     flk-read --follow --interval in l)         (default 100ms)
 #   FLK_BENCH_READ_SEGMENT     --segment-bytes of the m) WAL              (default 128KiB)
 #   FLK_BENCH_READ_BACKLOG     segments in the large backlog of m)        (default 500)
+#   FLK_BENCH_READ_SMALL_BACKLOG  segments in the small backlog of m): past what flk-read
+#                              holds in flight (two steps of 16,384 records: 51 segments
+#                              of 128 KiB), so that the figure shows whether memory grows
+#                              beyond it                                  (default 64)
 #   FLK_BENCH_READ_FIGURES     which figures: any of "replay lag rss"     (default all three)
 #   FLK_BENCH_WORK             where WALs, mailboxes and stores go (its file system and
 #                              disk decide what a sync costs)             (default BUILD_DIR/bench)
@@ -66,7 +70,7 @@ lag_age=${FLK_BENCH_LAG_SEGMENT_AGE:-200ms}
 lag_interval=${FLK_BENCH_LAG_INTERVAL:-100ms}
 rss_segment=${FLK_BENCH_READ_SEGMENT:-128KiB}
 backlog=${FLK_BENCH_READ_BACKLOG:-500}
-small_backlog=10
+small_backlog=${FLK_BENCH_READ_SMALL_BACKLOG:-64}
 figures=${FLK_BENCH_READ_FIGURES:-replay lag rss}
 source_region=us-east-1
 target_region=us-west-2
@@ -337,8 +341,8 @@ if want rss; then
       ln "$stream/$f" "$stream/$f.sha256" "$to/"
     done
   }
-  link_segments "$work/mb-rss-small" 1 "$small_backlog"                 # 10 segments, into a fresh store
-  link_segments "$work/mb-rss-head" 1 $((big_segments - small_backlog)) # all but the last 10: the store before
+  link_segments "$work/mb-rss-small" 1 "$small_backlog"                 # the first ones, into a fresh store
+  link_segments "$work/mb-rss-head" 1 $((big_segments - small_backlog)) # all but the last ones: the store before
   db=$work/rss.db
   big_rss=() behind_rss=() small_rss=() big_s=() behind_s=()
   floor_kib=$("$gnu_time" -f %M "$flk_read" --help 2>&1 >/dev/null | tail -n 1)
