@@ -245,14 +245,12 @@ Extract extract_buckets(store::Store& from, const std::vector<uint32_t>& buckets
   }
 
   // Built under a name of its own beside the output, closed (SQLite checkpoints its WAL
-  // into the file and removes it), synced, renamed, the directory synced.
+  // into the file and removes it), synced, linked as the output, the directory synced.
   fs::make_dirs(out.parent_path());
   const stdfs::path temp = out.parent_path() / fmt::format(".{}.extract-{}", out.filename().string(), ::getpid());
-  struct Remove {  // the temporary store and its -wal and -shm files, unless renamed
+  struct Remove {  // the temporary name and its -wal and -shm files, on every way out
     stdfs::path p;
-    bool keep = false;
     ~Remove() {
-      if (keep) return;
       std::error_code e;
       for (const char* suffix : {"", "-wal", "-shm", "-journal"}) stdfs::remove(p.string() + suffix, e);
     }
@@ -270,15 +268,19 @@ Extract extract_buckets(store::Store& from, const std::vector<uint32_t>& buckets
     to->set_meta("extract", extract_mark(buckets, bucket_count));
   }
   fs::Fd::open(temp.string(), O_RDONLY).sync();
-  if (::rename(temp.c_str(), out.c_str()) != 0)
-    throw sys_error("cannot rename the extract into place", out.string(), errno, Code::cant_create);
-  remove.keep = true;
+  // link(2), not rename(2): it fails when the output has appeared meanwhile.
+  if (::link(temp.c_str(), out.c_str()) != 0) {
+    if (errno == EEXIST)
+      fail(Code::cant_create, "cannot create extract '{}': '{}' exists (remove it, or name another file)",
+           output.string(), out.string());
+    throw sys_error("cannot link the extract into place", out.string(), errno, Code::cant_create);
+  }
   fs::sync_dir(out.parent_path());
   Extract x;
   x.records = rows.size();
   x.evidence = evidence.size();
-  x.bytes = stdfs::file_size(out);
-  return x;
+  x.bytes = stdfs::file_size(out, ec);
+  return x;  // ~Remove unlinks the temporary name
 }
 
 std::string extract_mark(std::vector<uint32_t> buckets, uint32_t bucket_count) {

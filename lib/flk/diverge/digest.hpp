@@ -85,8 +85,8 @@ struct Extract {
 // sends a peer after `compare`, so that the peer scans (or reconciles) those buckets
 // against its own store — the rows of the buckets cross the WAN, not the store. The
 // file appears whole or not at all (built beside it under a temporary name, synced,
-// renamed, the directory synced). Error(cant_create) when `output` exists. Memory: the
-// rows copied (the buckets' share of the store), not the store.
+// linked as `output`, the directory synced). Error(cant_create) when `output` exists.
+// Memory: the rows copied (the buckets' share of the store), not the store.
 Extract extract_buckets(store::Store& from, const std::vector<uint32_t>& buckets, uint32_t bucket_count,
                         const std::filesystem::path& output);
 
