@@ -305,6 +305,17 @@ missing west-000042" "findings"
   assert_status 64
   [[ $stderr == *"made with 4096 buckets, not 65536"* ]]
   [ ! -e "$d/c.extract" ]
+  run --separate-stderr flk-diverge extract --store "sqlite://$d/b/dedup.db" --buckets 1,65536 --output "$d/c.extract"
+  assert_status 64
+  assert_equal "$stderr" "flk-diverge: error: --buckets: '65536' is not a bucket number below 65536"
+  [ ! -e "$d/c.extract" ]
+  # Where no file can be made (the directory is a file): 73, nothing left behind.
+  run --separate-stderr flk-diverge extract --store "sqlite://$d/b/dedup.db" --buckets "@$d/buckets" \
+    --output "$d/b.extract/c.extract"
+  assert_status 73
+  assert_equal "$stderr" "flk-diverge: error: cannot create directory '$d/b.extract': Not a directory"
+  assert_equal "$(stat -c %s "$d/b.extract")" "$xsize" "the extract after a refused one beneath it"
+  assert_equal "$(find "$d" -maxdepth 1 -name '.*extract*')" "" "temporary files left by a refused extract"
 
   # Equal stores: equal digests, compare exits 0.
   flk-diverge digest --store "sqlite://$d/a/dedup.db" --region $EAST --output "$d/a2.digest"

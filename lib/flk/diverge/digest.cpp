@@ -213,11 +213,13 @@ Extract extract_buckets(store::Store& from, const std::vector<uint32_t>& buckets
                         const std::filesystem::path& output) {
   namespace stdfs = std::filesystem;
   const stdfs::path out = stdfs::absolute(output);
+  auto exists = [&](const std::string& path) {
+    fail(Code::cant_create, "cannot create extract '{}': '{}' exists (remove it, or name another file)",
+         output.string(), path);
+  };
   std::error_code ec;
   for (const char* suffix : {"", "-wal", "-journal"})
-    if (stdfs::exists(out.string() + suffix, ec))
-      fail(Code::cant_create, "cannot create extract '{}': '{}' exists (remove it, or name another file)",
-           output.string(), out.string() + suffix);
+    if (stdfs::exists(out.string() + suffix, ec)) exists(out.string() + suffix);
   std::vector<char> wanted(bucket_count);
   for (uint32_t b : buckets) {
     if (b >= bucket_count) fail(Code::usage, "--buckets: bucket {} is not below {}", b, bucket_count);
@@ -270,9 +272,7 @@ Extract extract_buckets(store::Store& from, const std::vector<uint32_t>& buckets
   fs::Fd::open(temp.string(), O_RDONLY).sync();
   // link(2), not rename(2): it fails when the output has appeared meanwhile.
   if (::link(temp.c_str(), out.c_str()) != 0) {
-    if (errno == EEXIST)
-      fail(Code::cant_create, "cannot create extract '{}': '{}' exists (remove it, or name another file)",
-           output.string(), out.string());
+    if (errno == EEXIST) exists(out.string());
     throw sys_error("cannot link the extract into place", out.string(), errno, Code::cant_create);
   }
   fs::sync_dir(out.parent_path());
